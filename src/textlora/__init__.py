@@ -1,0 +1,32 @@
+"""textlora: fine-tune small transformers for text classification with LoRA, QLoRA or full fine-tuning.
+
+>>> import textlora
+>>> clf = textlora.load("runs/emotion-lora")  # doctest: +SKIP
+>>> clf.predict(["i feel wonderful today"])  # doctest: +SKIP
+['joy']
+
+Heavy modules (torch, transformers) are imported on first use, so `import textlora` stays light.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+__all__ = ["Predictor", "RunConfig", "TrainResult", "load", "train"]
+
+_LAZY = {
+    "Predictor": "textlora.predict",
+    "load": "textlora.predict",
+    "train": "textlora.train",
+    "TrainResult": "textlora.train",
+    "RunConfig": "textlora.config",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'textlora' has no attribute {name!r}")

@@ -1,0 +1,21 @@
+"""The exceptions textlora raises for user mistakes; the CLI prints their message without a traceback."""
+
+
+class TextloraError(Exception):
+    """Base class: a problem the user can fix, explained in the message."""
+
+
+class ConfigError(TextloraError, ValueError):
+    """A config value or key is wrong."""
+
+
+class DataError(TextloraError, ValueError):
+    """A data file is missing, unreadable or malformed."""
+
+
+class ModelError(TextloraError, ValueError):
+    """A base model or run folder cannot be loaded, or does not match."""
+
+
+class RunExistsError(TextloraError, FileExistsError):
+    """The output folder already holds a run or other files."""

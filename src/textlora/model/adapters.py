@@ -1,0 +1,137 @@
+"""The methods: `lora` (PEFT adapters + trained head), `full`, `head` (body frozen).
+
+This module and `model/saving.py` are the only places that know PEFT.
+The head modules (classifier, DistilBERT's pre_classifier, GPT-2's score, BERT's pooler, and any
+module the checkpoint lacked) are always trained and saved, so a run never ships a random head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from textlora.config import LoraConfig
+from textlora.errors import ConfigError
+
+HEAD_NAMES = ("pooler", "pre_classifier", "classifier", "score")
+"""Modules between the encoder body and the logits: trained fully under every method."""
+
+LORA_TARGETS = {
+    "bert": ["query", "key", "value", "dense"],
+    "roberta": ["query", "key", "value", "dense"],
+    "xlm-roberta": ["query", "key", "value", "dense"],
+    "electra": ["query", "key", "value", "dense"],
+    "camembert": ["query", "key", "value", "dense"],
+    "distilbert": ["q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"],
+    "gpt2": ["c_attn", "c_proj", "c_fc"],
+    "deberta-v2": ["query_proj", "key_proj", "value_proj", "dense"],
+    "mpnet": ["q", "k", "v", "o", "intermediate.dense", "output.dense"],
+}
+"""Default LoRA targets per architecture: every attention and MLP projection (measured to matter on
+MiniLM more than anything else; see ../shared/SEEDS.md). Other architectures get all linear layers."""
+
+
+@dataclass
+class ParamCount:
+    trainable: int
+    total: int
+
+    def __str__(self) -> str:
+        return f"trainable params: {self.trainable:,} / {self.total:,} ({100 * self.trainable / self.total:.2f}%)"
+
+
+def head_modules(model: torch.nn.Module, new_modules: list[str]) -> list[str]:
+    """Full names of the head modules of `model`: known head names plus modules new to the checkpoint."""
+    names = []
+    for name, _ in model.named_modules():
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf in HEAD_NAMES or name in new_modules:
+            if not any(name.startswith(p + ".") for p in names):
+                names.append(name)
+    return names
+
+
+def lora_targets(model: torch.nn.Module, suffixes: list[str] | None, heads: list[str]) -> list[str]:
+    """Full names of the linear layers that get adapters (outside the head)."""
+    from transformers.pytorch_utils import Conv1D
+
+    model_type = getattr(model.config, "model_type", "")
+    wanted = suffixes or LORA_TARGETS.get(model_type)
+    found = []
+    for name, module in model.named_modules():
+        if not isinstance(module, (torch.nn.Linear, Conv1D)):
+            continue
+        if any(name == h or name.startswith(h + ".") for h in heads):
+            continue
+        if wanted is None or any(name == s or name.endswith("." + s) for s in wanted):
+            found.append(name)
+    if not found:
+        raise ConfigError(f"no linear layer of this {model_type or 'model'} matches lora.target_modules={wanted}. "
+                          f"Linear layers look like {_linear_names(model)[:6]}; pass suffixes of those.")
+    return found
+
+
+def build_model(model: torch.nn.Module, method: str, lora: LoraConfig, new_modules: list[str]) -> torch.nn.Module:
+    """Wrap or freeze `model` for `method`; returns the module to train."""
+    heads = head_modules(model, new_modules)
+    return _BUILDERS[method](model, lora, heads)
+
+
+def _build_lora(model: torch.nn.Module, lora: LoraConfig, heads: list[str]) -> torch.nn.Module:
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    targets = lora_targets(model, lora.target_modules, heads)
+    cfg = PeftLoraConfig(
+        task_type="SEQ_CLS", r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+        target_modules=targets, modules_to_save=[h.rsplit(".", 1)[-1] for h in heads],
+        fan_in_fan_out=getattr(model.config, "model_type", "") == "gpt2",
+    )
+    return get_peft_model(model, cfg)
+
+
+def _build_full(model: torch.nn.Module, lora: LoraConfig, heads: list[str]) -> torch.nn.Module:
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model
+
+
+def _build_head(model: torch.nn.Module, lora: LoraConfig, heads: list[str]) -> torch.nn.Module:
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for name in heads:
+        for p in model.get_submodule(name).parameters():
+            p.requires_grad_(True)
+    return model
+
+
+def _build_qlora(model: torch.nn.Module, lora: LoraConfig, heads: list[str]) -> torch.nn.Module:
+    raise ConfigError("method 'qlora' is not available yet in this version; use --method lora.")
+
+
+_BUILDERS = {"lora": _build_lora, "full": _build_full, "head": _build_head, "qlora": _build_qlora}
+
+
+def count_params(model: torch.nn.Module) -> ParamCount:
+    """Trainable and total parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return ParamCount(trainable, total)
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of every trainable tensor, to keep the best epoch in memory."""
+    return {k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad}
+
+
+def restore_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Copy tensors from `trainable_state` back into `model`."""
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for k, v in state.items():
+            params[k].copy_(v)
+
+
+def _linear_names(model: torch.nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]

