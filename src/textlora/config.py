@@ -59,6 +59,9 @@ class ModelConfig:
     """Texts are truncated to this many tokens."""
     attn_implementation: str = "sdpa"
     """Attention kernel passed to transformers ('sdpa' or 'eager')."""
+    dropout: float | None = None
+    """Override the base's hidden and attention dropout (e.g. 0.0: on a CPU dropout's random masks cost
+    as much as the matmuls); null keeps the checkpoint's values."""
 
     def __post_init__(self) -> None:
         if self.method not in typing.get_args(Method):
@@ -67,6 +70,8 @@ class ModelConfig:
             )
         if self.max_length < 2:
             raise ConfigError(f"model.max_length must be at least 2, got {self.max_length}.")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1) or null, got {self.dropout}.")
 
 
 @dataclass

@@ -87,7 +87,8 @@ def train(cfg: RunConfig, overwrite: bool = False, progress: bool = True,
                           "use single-label data.")
     say(f"data: {data.describe()}  labels: {data.label_map.labels}")
     torch.manual_seed(cfg.train.seed)  # the fresh head's init
-    base = load_base(cfg.model.name, data.label_map, cfg.model.attn_implementation)
+    base = load_base(cfg.model.name, data.label_map, cfg.model.attn_implementation,
+                     dropout=cfg.model.dropout)
     prep = _prepare(data, base.tokenizer, cfg)
 
     metrics: dict[str, Any] = {}
@@ -223,7 +224,8 @@ def _progress(total: int, desc: str, enabled: bool):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="ex", leave=False, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit="ex", leave=False, dynamic_ncols=True, mininterval=1.0,
+                disable=None)  # None: off when stderr is not a terminal (CI logs)
 
 
 def _fmt(m: dict[str, Any]) -> str:

@@ -55,26 +55,35 @@ def load_tokenizer(path: str):
     return tok
 
 
+DROPOUT_ATTRS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout",
+                 "seq_classif_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_first_dropout")
+"""Config attributes that hold a dropout probability, across BERT, DistilBERT, RoBERTa and GPT-2."""
+
+
 def load_base(name: str, label_map: LabelMap, attn_implementation: str = "sdpa",
-              quantization_config: object | None = None) -> BaseModel:
+              quantization_config: object | None = None, dropout: float | None = None) -> BaseModel:
     """Load `name` as a sequence classifier with `label_map`'s labels and a freshly initialized head.
 
     Raises:
         ModelError: the folder or id cannot be loaded, with what to check.
     """
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
     path = resolve_base(name)
     tokenizer = load_tokenizer(path)
-    kwargs = dict(
-        num_labels=label_map.num_labels, id2label=label_map.id2label, label2id=label_map.label2id,
-        problem_type="multi_label_classification" if label_map.multi_label else "single_label_classification",
-        output_loading_info=True, attn_implementation=attn_implementation,
-    )
+    config = _from_pretrained(AutoConfig, path)
+    config.num_labels = label_map.num_labels  # sets id2label too; then the names
+    config.id2label, config.label2id = label_map.id2label, label_map.label2id
+    config.problem_type = "multi_label_classification" if label_map.multi_label else "single_label_classification"
+    config.pad_token_id = tokenizer.pad_token_id  # GPT-2 has none: the head needs it to find the last token
+    if dropout is not None:
+        for attr in DROPOUT_ATTRS:
+            if isinstance(getattr(config, attr, None), float):
+                setattr(config, attr, dropout)
+    kwargs = dict(config=config, output_loading_info=True, attn_implementation=attn_implementation)
     if quantization_config is not None:
         kwargs["quantization_config"] = quantization_config
     model, info = _from_pretrained(AutoModelForSequenceClassification, path, **kwargs)
-    model.config.pad_token_id = tokenizer.pad_token_id
     new_modules = sorted({k.rsplit(".", 1)[0] for k in info["missing_keys"]})
     return BaseModel(model, tokenizer, new_modules, path)
 

@@ -17,7 +17,7 @@ import torch
 from textlora.data.labels import LabelMap
 from textlora.errors import ModelError
 from textlora.model.adapters import head_modules
-from textlora.model.load import load_base
+from textlora.model.load import load_base, load_tokenizer
 
 
 def save_model(model: torch.nn.Module, method: str, run_dir: Path, new_modules: list[str]) -> None:
@@ -43,13 +43,16 @@ def load_model(run_dir: Path, method: str, base_name: str, label_map: LabelMap,
         ModelError: a file of the run is missing or does not fit the base.
     """
     if method == "full":
+        if not (run_dir / "model" / "config.json").is_file():
+            raise ModelError(f"{run_dir}: model/config.json is missing; the run folder is incomplete.")
         base = load_base(str(run_dir / "model"), label_map, attn_implementation)
         model = base.model
     else:
         base = load_base(base_name, label_map, attn_implementation)
         model = _LOADERS[method](base.model, run_dir, merge)
     _check_head_size(model, label_map, run_dir)
-    return model.eval(), base.tokenizer
+    tokenizer = load_tokenizer(str(run_dir / "tokenizer")) if (run_dir / "tokenizer").is_dir() else base.tokenizer
+    return model.eval(), tokenizer
 
 
 def _load_lora(model: torch.nn.Module, run_dir: Path, merge: bool) -> torch.nn.Module:

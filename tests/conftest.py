@@ -1,0 +1,129 @@
+"""Tiny random-weight models (BERT, DistilBERT, GPT-2) and tiny datasets, built in-process."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+WORDS = {
+    "pos": ["good", "great", "happy", "love", "wonderful", "nice"],
+    "neg": ["bad", "awful", "sad", "hate", "terrible", "angry"],
+    "neu": ["table", "chair", "window", "paper", "door", "wall"],
+}
+FILLER = ["the", "a", "is", "was", "it", "this", "very", "so", "and", "i"]
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + FILLER + [w for ws in WORDS.values() for w in ws] + [
+    "fan", "don't", "recommend", "not", ".", ",", "'", "!", "?"]
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_dtype():
+    torch.manual_seed(0)
+    random.seed(0)
+    dtype = torch.get_default_dtype()
+    yield
+    torch.set_default_dtype(dtype)
+
+
+def _bert_tokenizer(folder: Path, cls_name: str = "BertTokenizerFast"):
+    import transformers
+
+    import inspect
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
+    cls = getattr(transformers, cls_name)
+    if "vocab" in inspect.signature(cls.__init__).parameters:  # transformers >= 5
+        return cls(vocab={w: i for i, w in enumerate(VOCAB)}, do_lower_case=True)
+    return cls(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+
+
+def _gpt2_tokenizer(folder: Path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["<unk>", "<eos>"] + VOCAB[5:])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<eos>", bos_token="<eos>")
+
+
+def make_tiny_model(kind: str, folder: Path) -> Path:
+    """Save a tiny random `kind` ('bert', 'distilbert', 'gpt2') model and its tokenizer to `folder`."""
+    import transformers as tf
+
+    torch.manual_seed(0)
+    if kind == "bert":
+        tok = _bert_tokenizer(folder)
+        cfg = tf.BertConfig(vocab_size=len(VOCAB), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                            intermediate_size=32, max_position_embeddings=64)
+        model = tf.BertModel(cfg)
+    elif kind == "distilbert":
+        tok = _bert_tokenizer(folder, "DistilBertTokenizerFast")
+        cfg = tf.DistilBertConfig(vocab_size=len(VOCAB), dim=16, n_layers=2, n_heads=2, hidden_dim=32,
+                                  max_position_embeddings=64)
+        model = tf.DistilBertModel(cfg)
+    elif kind == "gpt2":
+        tok = _gpt2_tokenizer(folder)
+        cfg = tf.GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=2, n_head=2, n_positions=64,
+                            bos_token_id=1, eos_token_id=1)
+        model = tf.GPT2Model(cfg)
+    else:
+        raise ValueError(kind)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("models")
+    return {k: make_tiny_model(k, root / k) for k in ("bert", "distilbert", "gpt2")}
+
+
+def make_rows(n: int, seed: int = 0, labels: tuple[str, ...] = ("pos", "neg", "neu")) -> list[dict]:
+    """`n` short texts whose label is given by which word list they draw from."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = labels[i % len(labels)]
+        words = rng.sample(FILLER, 3) + rng.sample(WORDS[label], 2)
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": label})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def tiny_data(tmp_path) -> Path:
+    """A dataset folder with train (90), validation (30) and test (30) JSONL files."""
+    folder = tmp_path / "data"
+    write_jsonl(folder / "train.jsonl", make_rows(90, seed=1))
+    write_jsonl(folder / "validation.jsonl", make_rows(30, seed=2))
+    write_jsonl(folder / "test.jsonl", make_rows(30, seed=3))
+    return folder
+
+
+def tiny_config(data: Path, model: Path, out: Path, method: str = "lora", epochs: int = 2, **train):
+    from textlora.config import RunConfig
+
+    return RunConfig.from_dict({
+        "data": {"path": str(data)},
+        "model": {"name": str(model), "method": method, "max_length": 32},
+        "lora": {"r": 4, "alpha": 8},
+        "train": {"epochs": epochs, "batch_size": 8, "lr": 1e-2, **train},
+        "out": str(out),
+    })

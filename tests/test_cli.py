@@ -1,0 +1,70 @@
+"""The `textlora` command: train -> predict -> eval on a tiny model, and errors without tracebacks."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import make_rows, write_jsonl
+
+from textlora.cli import build_parser, config_from_args, main
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "textlora.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd)
+
+
+def test_flags_and_overrides_build_the_config(tmp_path):
+    (tmp_path / "c.yaml").write_text("train:\n  epochs: 5\n  lr: 0.002\nlora:\n  r: 4\n")
+    args = build_parser().parse_args(["train", "--config", str(tmp_path / "c.yaml"), "--data", "d", "--r", "8",
+                                      "--target-modules", "query,value", "train.lr=3e-4", "model.method=full"])
+    cfg = config_from_args(args)
+    assert (cfg.train.epochs, cfg.train.lr, cfg.lora.r, cfg.model.method) == (5, 3e-4, 8, "full")
+    assert cfg.lora.target_modules == ["query", "value"] and cfg.data.path == "d"
+
+
+def test_train_predict_eval(tiny_models, tiny_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--data", str(tiny_data), "--model", str(tiny_models["distilbert"]), "--out", str(out),
+                 "--epochs", "1", "--batch-size", "8", "--quiet", "model.max_length=32"])
+    assert code == 0
+    assert "test accuracy:" in capsys.readouterr().out
+    assert (out / "confusion_test.png").stat().st_size > 1000
+    saved = (out / "config.yaml").read_text()
+    assert "max_length: 32" in saved and "epochs: 1" in saved
+
+    assert main(["predict", str(out), "good day", "bad day"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and lines[0].split("\t")[0] in {"neg", "neu", "pos"}
+
+    (tmp_path / "in.txt").write_text("good day\n\nthe awful chair\n")
+    assert main(["predict", str(out), "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "o.jsonl")]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and set(rows[0]["scores"]) == {"neg", "neu", "pos"}
+    assert abs(sum(rows[0]["scores"].values()) - 1) < 1e-4
+
+    assert main(["eval", str(out), "--data", str(tiny_data), "--split", "test",
+                 "--output", str(tmp_path / "m.json")]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["n"] == 30
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--data", "{tmp}/missing", "--out", "{tmp}/o"], "error: data path {tmp}/missing not found"),
+    (["train", "--data", "{tmp}/bad.jsonl", "--out", "{tmp}/o"], "error: bad.jsonl line 2: column 'text' is empty"),
+    (["train", "--data", "{tmp}/bad.jsonl", "train.lrr=1"], "error: unknown config key 'train.lrr'"),
+    (["predict", "{tmp}/nope", "hi"], "error: run folder {tmp}/nope not found"),
+])
+def test_errors_are_one_line_without_traceback(tmp_path, args, message):
+    write_jsonl(tmp_path / "bad.jsonl", [{"text": "ok", "label": "a"}, {"text": "", "label": "b"}])
+    r = run_cli(*[a.format(tmp=tmp_path) for a in args])
+    assert r.returncode == 2
+    assert message.format(tmp=tmp_path) in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_import_is_light():
+    code = "import sys, textlora, textlora.config, textlora.cli; print(sorted({'torch', 'transformers', 'peft'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,121 @@
+"""End to end on tiny models: train -> run folder -> load (same and new process) -> predict."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_config
+
+from textlora.data.labels import LabelMap
+from textlora.errors import DataError, RunExistsError
+from textlora.predict import Predictor
+from textlora.train import train
+
+TEXTS = ["good great day", "the bad awful chair", "a table and a door", "i love it", "not a fan , don't recommend ."]
+RUN_FILES = {"config.yaml", "labels.json", "tokenizer", "metrics.json", "loss_log.jsonl", "manifest.json"}
+METHOD_FILES = {"lora": "adapter", "full": "model", "head": "head.safetensors"}
+
+
+@pytest.mark.parametrize("kind", ["bert", "distilbert", "gpt2"])
+@pytest.mark.parametrize("method", ["lora", "full", "head"])
+def test_train_writes_a_complete_run(tiny_models, tiny_data, tmp_path, kind, method):
+    out = tmp_path / "run"
+    cfg = tiny_config(tiny_data, tiny_models[kind], out, method, epochs=2,
+                      lr={"lora": 1e-2, "full": 1e-3, "head": 5e-2}[method])
+    result = train(cfg, progress=False)
+    assert {p.name for p in out.iterdir()} >= RUN_FILES | {METHOD_FILES[method]}
+    m = json.loads((out / "metrics.json").read_text())
+    for split in ("validation", "test"):
+        for key in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_weighted",
+                    "recall_weighted", "f1_weighted", "per_class", "confusion_matrix"):
+            assert key in m[split] and key in m["base"][split]
+    assert np.array(m["test"]["confusion_matrix"]).sum() == 30
+    assert len(m["history"]) == 2 and 1 <= result.best_epoch <= 2
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["method"] == method and len(manifest["base_model"]["weights_sha256"]) == 64
+    assert set(manifest["data"]["files_sha256"]) == {str(tiny_data / f"{s}.jsonl")
+                                                     for s in ("train", "validation", "test")}
+    assert (out / "loss_log.jsonl").read_text().count("\n") == 2 * 12  # 90 rows / batch 8 = 12 steps an epoch
+    clf = Predictor.load(out)
+    assert clf.labels_ == ["neg", "neu", "pos"]
+    assert clf.predict_proba(TEXTS).shape == (5, 3)
+    assert isinstance(clf.predict("good"), str)
+
+
+def test_training_lowers_the_loss(tiny_models, tiny_data, tmp_path):
+    result = train(tiny_config(tiny_data, tiny_models["bert"], tmp_path / "r", epochs=4), progress=False)
+    losses = [h["train_loss"] for h in result.metrics["history"]]
+    assert losses[-1] < losses[0]
+
+
+@pytest.fixture(scope="module")
+def lora_run(tiny_models, tmp_path_factory):
+    from conftest import make_rows, write_jsonl
+
+    root = tmp_path_factory.mktemp("lora_run")
+    for split, (n, seed) in {"train": (90, 1), "validation": (30, 2), "test": (30, 3)}.items():
+        write_jsonl(root / "data" / f"{split}.jsonl", make_rows(n, seed))
+    train(tiny_config(root / "data", tiny_models["bert"], root / "run", epochs=3), progress=False)
+    return root / "run"
+
+
+def test_new_process_gets_identical_logits(lora_run, tmp_path):
+    here = Predictor.load(lora_run).logits(TEXTS)
+    code = ("import json, sys; from textlora.predict import Predictor; "
+            f"print(json.dumps(Predictor.load(sys.argv[1]).logits({TEXTS!r}).tolist()))")
+    out = subprocess.run([sys.executable, "-c", code, str(lora_run)], capture_output=True, text=True, check=True)
+    there = np.array(json.loads(out.stdout.strip().splitlines()[-1]), dtype=np.float32)
+    np.testing.assert_array_equal(here, there)
+
+
+def test_plain_peft_loads_the_adapter(lora_run, tiny_models):
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    labels = LabelMap.load(lora_run / "labels.json")
+    base = AutoModelForSequenceClassification.from_pretrained(str(tiny_models["bert"]), num_labels=3)
+    model = PeftModel.from_pretrained(base, str(lora_run / "adapter")).eval()
+    tok = AutoTokenizer.from_pretrained(str(lora_run / "tokenizer"))
+    with torch.no_grad():
+        logits = torch.cat([model(**tok([t], return_tensors="pt")).logits for t in TEXTS])
+    ours = Predictor.load(lora_run)
+    assert [labels.labels[i] for i in logits.argmax(-1)] == ours.predict(TEXTS)
+    np.testing.assert_allclose(logits.numpy(), ours.logits(TEXTS), atol=1e-4)
+
+
+def test_failed_run_leaves_nothing(tiny_models, tmp_path):
+    from conftest import make_rows, write_jsonl
+
+    rows = make_rows(30)
+    rows[5]["text"] = ""
+    write_jsonl(tmp_path / "bad.jsonl", rows)
+    with pytest.raises(DataError):
+        train(tiny_config(tmp_path / "bad.jsonl", tiny_models["bert"], tmp_path / "out"), progress=False)
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if "staging" in p.name]
+
+
+def test_existing_run_is_not_overwritten_by_accident(lora_run, tiny_models, tiny_data):
+    cfg = tiny_config(tiny_data, tiny_models["bert"], lora_run)
+    with pytest.raises(RunExistsError, match="already holds a finished run; pass --overwrite"):
+        train(cfg, progress=False)
+
+
+def test_crash_while_saving_keeps_the_old_run(lora_run, tiny_models, tiny_data, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(lora_run, out)
+    before = (out / "manifest.json").read_text()
+
+    def boom(folder, metrics):
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        train(tiny_config(tiny_data, tiny_models["bert"], out, epochs=1), overwrite=True, progress=False,
+              before_commit=boom)
+    assert (out / "manifest.json").read_text() == before
+    assert Predictor.load(out).predict_proba(TEXTS).shape == (5, 3)
