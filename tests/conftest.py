@@ -34,9 +34,9 @@ def _seed_and_dtype():
 
 
 def _bert_tokenizer(folder: Path, cls_name: str = "BertTokenizerFast"):
-    import transformers
-
     import inspect
+
+    import transformers
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import make_rows, write_jsonl
+from conftest import write_jsonl
 
 from textlora.cli import build_parser, config_from_args, main
 

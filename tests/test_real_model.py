@@ -1,12 +1,11 @@
 """A few hundred rows on the real embedded MiniLM: the default path works and learns."""
 
 import pytest
+from conftest import SHARED
 
 from textlora.config import RunConfig
 from textlora.predict import Predictor
 from textlora.train import train
-
-from conftest import SHARED
 
 EMOTION = SHARED / "emotion"
 pytestmark = pytest.mark.skipif(not EMOTION.is_dir(), reason="../shared/datasets/emotion not found")
