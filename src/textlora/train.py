@@ -58,7 +58,8 @@ class _Prepared:
 
 
 def train(cfg: RunConfig, overwrite: bool = False, progress: bool = True,
-          before_commit: Callable[[Path, dict], None] | None = None) -> TrainResult:
+          before_commit: Callable[[Path, dict], None] | None = None,
+          on_epoch: Callable[[int, dict], None] | None = None) -> TrainResult:
     """Fine-tune `cfg.model.name` on `cfg.data` with `cfg.model.method` and write the run to `cfg.out`.
 
     Args:
@@ -67,6 +68,8 @@ def train(cfg: RunConfig, overwrite: bool = False, progress: bool = True,
         progress: show a progress bar and per-epoch lines.
         before_commit: called with (staging folder, metrics) before the run folder is committed,
             e.g. to render figures into it.
+        on_epoch: called with (epoch, validation metrics) after each epoch; an exception it raises
+            (e.g. optuna.TrialPruned) stops training and nothing is written.
 
     Raises:
         DataError, ConfigError, ModelError, RunExistsError: with what to fix.
@@ -100,10 +103,12 @@ def train(cfg: RunConfig, overwrite: bool = False, progress: bool = True,
     params = count_params(model)
     say(params)
     t0 = time.time()
-    history, best_epoch = _fit(model, prep, cfg, progress)
+    history, best_epoch = _fit(model, prep, cfg, progress, on_epoch)
     train_seconds = time.time() - t0
 
-    metrics.update({s: _evaluate(model, prep, s, cfg) for s in ("validation", "test")})
+    logits = {s: forward_logits(model, prep.enc[s], prep.pad_id, cfg.train.eval_batch_size)
+              for s in ("validation", "test")}
+    metrics.update({s: _metrics(logits[s], prep, s) for s in ("validation", "test")})
     metrics["history"] = history
     metrics["best_epoch"] = best_epoch
     say(f"best epoch {best_epoch}: validation {_fmt(metrics['validation'])}")
@@ -116,6 +121,8 @@ def train(cfg: RunConfig, overwrite: bool = False, progress: bool = True,
         save_model(model, cfg.model.method, tmp, base.new_modules)
         _write_loss_log(tmp / "loss_log.jsonl", history)  # moves the per-step losses out of `history`
         write_json(tmp / "metrics.json", metrics)
+        np.savez_compressed(tmp / "predictions.npz", **{f"{s}_{k}": v for s in logits for k, v in
+                                                          (("logits", logits[s]), ("labels", np.asarray(prep.y[s])))})
         if before_commit is not None:
             before_commit(tmp, metrics)
         manifest = _manifest(cfg, data, base.path, base.new_modules, params, train_seconds,
@@ -125,7 +132,8 @@ def train(cfg: RunConfig, overwrite: bool = False, progress: bool = True,
     return TrainResult(out, metrics, best_epoch, params, train_seconds)
 
 
-def _fit(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, progress: bool) -> tuple[list[dict], int]:
+def _fit(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, progress: bool,
+         on_epoch: Callable[[int, dict], None] | None = None) -> tuple[list[dict], int]:
     """The training loop. Returns the per-epoch history and the best epoch (1-based); the model
     is left holding the best epoch's weights."""
     tc = cfg.train
@@ -170,6 +178,8 @@ def _fit(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, progress: bool
         if progress:
             print(f"epoch {epoch}: train loss {record['train_loss']:.4f}  validation {_fmt(val)}  "
                   f"({seconds:.0f}s, {record['train_examples_per_s']:.0f} ex/s)")
+        if on_epoch is not None:
+            on_epoch(epoch, val)
         if val[tc.select_metric] > best_score:
             best_score, best_epoch, best_state = val[tc.select_metric], epoch, trainable_state(model)
     if best_state is not None and best_epoch != tc.epochs:
@@ -206,7 +216,10 @@ def _prepare(data: Dataset, tokenizer: Any, cfg: RunConfig) -> _Prepared:
 
 
 def _evaluate(model: torch.nn.Module, prep: _Prepared, split: str, cfg: RunConfig) -> dict[str, Any]:
-    logits = forward_logits(model, prep.enc[split], prep.pad_id, cfg.train.eval_batch_size)
+    return _metrics(forward_logits(model, prep.enc[split], prep.pad_id, cfg.train.eval_batch_size), prep, split)
+
+
+def _metrics(logits: np.ndarray, prep: _Prepared, split: str) -> dict[str, Any]:
     y = prep.y[split]
     m = classification_metrics(y, logits.argmax(axis=1), prep.data.label_map.labels)
     m["loss"] = cross_entropy(logits, y)

@@ -7,6 +7,7 @@ module the checkpoint lacked) are always trained and saved, so a run never ships
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -88,7 +89,9 @@ def _build_lora(model: torch.nn.Module, lora: LoraConfig, heads: list[str]) -> t
         target_modules=targets, modules_to_save=[h.rsplit(".", 1)[-1] for h in heads],
         fan_in_fan_out=getattr(model.config, "model_type", "") == "gpt2",
     )
-    return get_peft_model(model, cfg)
+    with warnings.catch_warnings():  # PEFT calls a transformers API deprecated in v5; not ours to fix
+        warnings.simplefilter("ignore", FutureWarning)
+        return get_peft_model(model, cfg)
 
 
 def _build_full(model: torch.nn.Module, lora: LoraConfig, heads: list[str]) -> torch.nn.Module:

@@ -7,7 +7,6 @@ The default `sentence-transformers/all-MiniLM-L6-v2` resolves to the copy that t
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,16 +91,21 @@ def _from_pretrained(cls, path: str, **kwargs):
     local = Path(path).exists()
     if not local and (os.sep in path and path.startswith((".", "/"))):
         raise ModelError(f"model folder {path} not found. Pass a Hugging Face model folder or hub id to --model.")
-    quiet = logging.getLogger("transformers.modeling_utils")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # the "newly initialized" warning is expected: we train those modules
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()  # the "newly initialized" notes are expected: we train those modules
+    hf_logging.disable_progress_bar()
     try:
         return cls.from_pretrained(path, **kwargs)
     except OSError as e:
         where = "local folder" if local else "hub id (no network here: download it to a folder first)"
         raise ModelError(f"cannot load model {path!r} as a {where}: {str(e).splitlines()[0]}") from None
     finally:
-        quiet.setLevel(level)
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def weight_files(path: str) -> list[Path]:
