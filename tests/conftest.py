@@ -56,11 +56,11 @@ def _gpt2_tokenizer(folder: Path):
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<eos>", bos_token="<eos>")
 
 
-def make_tiny_model(kind: str, folder: Path) -> Path:
+def make_tiny_model(kind: str, folder: Path, seed: int = 0) -> Path:
     """Save a tiny random `kind` ('bert', 'distilbert', 'gpt2') model and its tokenizer to `folder`."""
     import transformers as tf
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     if kind == "bert":
         tok = _bert_tokenizer(folder)
         cfg = tf.BertConfig(vocab_size=len(VOCAB), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,

@@ -40,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, (key, typ) in TRAIN_FLAGS.items():
         t.add_argument(flag, type=typ, dest=key.replace(".", "__"), help=f"sets {key}")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run at --out")
+    resume = t.add_mutually_exclusive_group()
+    resume.add_argument("--resume", action="store_true",
+                        help="continue from the last checkpoint (fail if there is none); re-running the same "
+                             "command resumes anyway when a checkpoint of the same config exists")
+    resume.add_argument("--no-resume", action="store_true", help="discard checkpoints and start fresh")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.lr=2e-4 lora.r=8")
 
@@ -78,7 +83,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from textlora.train import train
 
     cfg = config_from_args(args)
-    result = train(cfg, overwrite=args.overwrite, progress=not args.quiet, before_commit=write_figures)
+    resume = "must" if args.resume else "never" if args.no_resume else "auto"
+    result = train(cfg, overwrite=args.overwrite, progress=not args.quiet, before_commit=write_figures,
+                   resume=resume)
     test = result.metrics["test"]
     print(f"test accuracy: {test['accuracy']:.4f}  macro-F1: {test['f1_macro']:.4f}  "
           f"(untrained base: {result.metrics.get('base', {}).get('test', {}).get('accuracy', float('nan')):.4f})")

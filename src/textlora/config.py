@@ -120,8 +120,10 @@ class TrainConfig:
     """Also evaluate the untrained base model (fresh head) as a reference."""
     num_threads: int | None = None
     """torch intra-op threads; null uses every core."""
-    log_every: int = 10
-    """Steps between loss-log lines."""
+    checkpoint_every: int = 500
+    """Steps between checkpoints (one is also written at each epoch end); 0: epoch ends only."""
+    keep_checkpoints: int = 2
+    """How many of the newest checkpoints to keep while training."""
 
     def __post_init__(self) -> None:
         checks = {
@@ -132,6 +134,8 @@ class TrainConfig:
             "weight_decay": self.weight_decay >= 0,
             "warmup_ratio": 0 <= self.warmup_ratio < 1,
             "max_grad_norm": self.max_grad_norm > 0,
+            "checkpoint_every": self.checkpoint_every >= 0,
+            "keep_checkpoints": self.keep_checkpoints >= 1,
         }
         bad = [f"train.{k}={getattr(self, k)!r}" for k, ok in checks.items() if not ok]
         if bad:

@@ -12,7 +12,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,14 @@ import numpy as np
 import torch
 
 from textlora import __version__
+from textlora.checkpoint import (
+    checkpoint_dir,
+    fingerprint,
+    has_checkpoints,
+    load_latest,
+    remove_checkpoints,
+    save_checkpoint,
+)
 from textlora.config import RunConfig
 from textlora.data.batching import Encoded, collate, encode, train_batches
 from textlora.data.splits import Dataset, load_dataset
@@ -59,7 +67,7 @@ class _Prepared:
 
 def train(cfg: RunConfig, overwrite: bool = False, progress: bool = True,
           before_commit: Callable[[Path, dict], None] | None = None,
-          on_epoch: Callable[[int, dict], None] | None = None) -> TrainResult:
+          on_epoch: Callable[[int, dict], None] | None = None, resume: str = "auto") -> TrainResult:
     """Fine-tune `cfg.model.name` on `cfg.data` with `cfg.model.method` and write the run to `cfg.out`.
 
     Args:
@@ -70,6 +78,9 @@ def train(cfg: RunConfig, overwrite: bool = False, progress: bool = True,
             e.g. to render figures into it.
         on_epoch: called with (epoch, validation metrics) after each epoch; an exception it raises
             (e.g. optuna.TrialPruned) stops training and nothing is written.
+        resume: 'auto' continues from the last checkpoint of the same config and data if there is one
+            (after a crash or kill, re-running the same command resumes); 'must' fails without one;
+            'never' discards them and starts fresh.
 
     Raises:
         DataError, ConfigError, ModelError, RunExistsError: with what to fix.
@@ -78,6 +89,15 @@ def train(cfg: RunConfig, overwrite: bool = False, progress: bool = True,
     >>> result.test_accuracy  # doctest: +SKIP
     0.93
     """
+    threads = torch.get_num_threads()
+    try:
+        return _train(cfg, overwrite, progress, before_commit, on_epoch, resume)
+    finally:
+        torch.set_num_threads(threads)  # train.num_threads applies to this run only
+
+
+def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Callable[[Path, dict], None] | None,
+           on_epoch: Callable[[int, dict], None] | None, resume: str) -> TrainResult:
     started = time.time()
     out = Path(cfg.out)
     check_writable(out, overwrite)
@@ -94,16 +114,20 @@ def train(cfg: RunConfig, overwrite: bool = False, progress: bool = True,
                      dropout=cfg.model.dropout)
     prep = _prepare(data, base.tokenizer, cfg)
 
+    ckpt = _checkpointing(cfg, data, resume, say)
     metrics: dict[str, Any] = {}
-    if cfg.train.eval_base:
+    if ckpt.resume_from is not None:
+        metrics.update({"base": ckpt.base_metrics} if ckpt.base_metrics else {})
+    elif cfg.train.eval_base:
         metrics["base"] = {s: _evaluate(base.model, prep, s, cfg) for s in ("validation", "test")}
         say(f"untrained base: validation {_fmt(metrics['base']['validation'])}")
+    ckpt.base_metrics = metrics.get("base")
 
     model = build_model(base.model, cfg.model.method, cfg.lora, base.new_modules)
     params = count_params(model)
     say(params)
     t0 = time.time()
-    history, best_epoch = _fit(model, prep, cfg, progress, on_epoch)
+    history, best_epoch = _fit(model, prep, cfg, progress, on_epoch, ckpt)
     train_seconds = time.time() - t0
 
     logits = {s: forward_logits(model, prep.enc[s], prep.pad_id, cfg.train.eval_batch_size)
@@ -128,12 +152,31 @@ def train(cfg: RunConfig, overwrite: bool = False, progress: bool = True,
         manifest = _manifest(cfg, data, base.path, base.new_modules, params, train_seconds,
                              time.time() - started, len(prep.y["train"]) * len(history))
         write_json(tmp / "manifest.json", manifest)  # last: its presence marks the run complete
+    remove_checkpoints(ckpt.folder)
     say(f"run saved to {out}  ({time.time() - started:.0f}s)")
     return TrainResult(out, metrics, best_epoch, params, train_seconds)
 
 
+@dataclass
+class _LoopState:
+    """Where the loop is; a checkpoint saves exactly this, plus the tensors."""
+
+    epoch: int = 1
+    """Epoch in progress (1-based)."""
+    batch: int = 0
+    """Next batch of that epoch's data order."""
+    step: int = 0
+    losses: list = field(default_factory=list)
+    """(step, loss, lr) of the epoch in progress."""
+    history: list = field(default_factory=list)
+    best_score: float = -math.inf
+    best_epoch: int = 0
+    best_state: dict | None = None
+
+
 def _fit(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, progress: bool,
-         on_epoch: Callable[[int, dict], None] | None = None) -> tuple[list[dict], int]:
+         on_epoch: Callable[[int, dict], None] | None = None,
+         ckpt: _Checkpointing | None = None) -> tuple[list[dict], int]:
     """The training loop. Returns the per-epoch history and the best epoch (1-based); the model
     is left holding the best epoch's weights."""
     tc = cfg.train
@@ -144,15 +187,14 @@ def _fit(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, progress: bool
     scheduler = _linear_schedule(optimizer, int(tc.warmup_ratio * steps_per_epoch * tc.epochs),
                                  steps_per_epoch * tc.epochs)
     y_train = torch.tensor(prep.y["train"])
-    history: list[dict] = []
-    best_score, best_epoch, best_state = -math.inf, 0, None
-    step = 0
-    for epoch in range(1, tc.epochs + 1):
+    s = ckpt.restore(model, optimizer, scheduler) if ckpt and ckpt.resume_from else _LoopState()
+    for epoch in range(s.epoch, tc.epochs + 1):
         model.train()
-        batches = train_batches(lengths, tc.batch_size, tc.seed, epoch)
-        bar = _progress(len(lengths), f"epoch {epoch}/{tc.epochs}", progress)
-        t_epoch, losses, seen = time.time(), [], 0
-        for idx in batches:
+        batches = train_batches(lengths, tc.batch_size, tc.seed, epoch)  # the same order on every resume
+        bar = _progress(len(lengths), f"epoch {epoch}/{tc.epochs}", progress, done=s.batch * tc.batch_size)
+        t_epoch, seen = time.time(), 0
+        for b in range(s.batch, len(batches)):
+            idx = batches[b]
             inputs = collate(prep.enc["train"], idx, prep.pad_id)
             logits = model(**inputs).logits  # (B, num_labels)
             loss = torch.nn.functional.cross_entropy(logits.float(), y_train[idx])
@@ -161,31 +203,82 @@ def _fit(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, progress: bool
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            step += 1
-            seen += len(idx)
-            losses.append((step, loss.item(), scheduler.get_last_lr()[0]))
+            s.step, s.batch, seen = s.step + 1, b + 1, seen + len(idx)
+            s.losses.append((s.step, loss.item(), scheduler.get_last_lr()[0]))
             if bar is not None:
                 bar.update(len(idx))
                 bar.set_postfix(loss=f"{loss.item():.4f}", ex_s=f"{seen / (time.time() - t_epoch):.0f}")
+            if ckpt and tc.checkpoint_every and s.step % tc.checkpoint_every == 0 and s.batch < len(batches):
+                ckpt.save(s, model, optimizer, scheduler)
         if bar is not None:
             bar.close()
         seconds = time.time() - t_epoch
         val = _evaluate(model, prep, "validation", cfg)
-        record = {"epoch": epoch, "train_loss": float(np.mean([loss for _, loss, _ in losses])), "seconds": seconds,
-                  "train_examples_per_s": len(lengths) / seconds, "steps": losses,
+        record = {"epoch": epoch, "train_loss": float(np.mean([x[1] for x in s.losses])), "seconds": seconds,
+                  "train_examples_per_s": seen / seconds, "steps": s.losses,
                   **{f"val_{k}": v for k, v in headline(val).items()}}
-        history.append(record)
+        s.history.append(record)
         if progress:
             print(f"epoch {epoch}: train loss {record['train_loss']:.4f}  validation {_fmt(val)}  "
                   f"({seconds:.0f}s, {record['train_examples_per_s']:.0f} ex/s)")
         if on_epoch is not None:
             on_epoch(epoch, val)
-        if val[tc.select_metric] > best_score:
-            best_score, best_epoch, best_state = val[tc.select_metric], epoch, trainable_state(model)
-    if best_state is not None and best_epoch != tc.epochs:
-        restore_state(model, best_state)
+        if val[tc.select_metric] > s.best_score:
+            s.best_score, s.best_epoch, s.best_state = val[tc.select_metric], epoch, trainable_state(model)
+        s.epoch, s.batch, s.losses = epoch + 1, 0, []
+        if ckpt:
+            ckpt.save(s, model, optimizer, scheduler)
+    if s.best_state is not None and s.best_epoch != tc.epochs:
+        restore_state(model, s.best_state)
     model.eval()
-    return history, best_epoch
+    return s.history, s.best_epoch
+
+
+@dataclass
+class _Checkpointing:
+    """Saves `_LoopState` + tensors every `checkpoint_every` steps and at each epoch end."""
+
+    folder: Path
+    fingerprint: str
+    keep: int
+    base_metrics: dict | None
+    resume_from: dict | None = None
+
+    def save(self, s: _LoopState, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+        state = {k: getattr(s, k) for k in ("epoch", "batch", "step", "losses", "history", "best_score",
+                                             "best_epoch", "best_state")}
+        save_checkpoint(self.folder, {
+            **state, "fingerprint": self.fingerprint, "base_metrics": self.base_metrics,
+            "model": trainable_state(model), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
+        }, keep=self.keep)
+
+    def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                scheduler: torch.optim.lr_scheduler.LRScheduler) -> _LoopState:
+        c = self.resume_from
+        restore_state(model, c["model"])
+        optimizer.load_state_dict(c["optimizer"])
+        scheduler.load_state_dict(c["scheduler"])
+        torch.set_rng_state(c["rng"])  # dropout masks continue exactly as in an uninterrupted run
+        return _LoopState(c["epoch"], c["batch"], c["step"], list(c["losses"]), list(c["history"]),
+                          c["best_score"], c["best_epoch"], c["best_state"])
+
+
+def _checkpointing(cfg: RunConfig, data: Dataset, resume: str, say: Callable[..., None]) -> _Checkpointing:
+    """Find a checkpoint to resume from (per `resume`: 'auto', 'must' or 'never')."""
+    folder = checkpoint_dir(cfg.out)
+    fp = fingerprint(cfg.to_dict(), data.files)
+    found = load_latest(folder, fp) if resume != "never" and has_checkpoints(folder) else None
+    if resume == "must" and found is None:
+        raise ConfigError(f"--resume: no checkpoint of this config and data in {folder}. Run without --resume "
+                          "to start fresh (a changed config or data file cannot be resumed).")
+    if found is None and has_checkpoints(folder):
+        say(f"discarding checkpoints in {folder} ({'--no-resume' if resume == 'never' else 'different config or data'})")
+        remove_checkpoints(folder)
+    if found is not None:
+        say(f"resuming from the checkpoint at step {found['step']} (epoch {found['epoch']}, batch {found['batch']})")
+    return _Checkpointing(folder, fp, cfg.train.keep_checkpoints, found.get("base_metrics") if found else None, found)
 
 
 def _optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -232,13 +325,13 @@ def _setup_torch(cfg: RunConfig) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def _progress(total: int, desc: str, enabled: bool):
+def _progress(total: int, desc: str, enabled: bool, done: int = 0):
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="ex", leave=False, dynamic_ncols=True, mininterval=1.0,
-                disable=None)  # None: off when stderr is not a terminal (CI logs)
+    return tqdm(total=total, initial=min(done, total), desc=desc, unit="ex", leave=False, dynamic_ncols=True,
+                mininterval=1.0, disable=None)  # None: off when stderr is not a terminal (CI logs)
 
 
 def _fmt(m: dict[str, Any]) -> str:

@@ -133,14 +133,14 @@ def _split(split: Split, fraction: float, seed: int, name: str) -> tuple[Split, 
     from sklearn.model_selection import train_test_split
 
     idx = list(range(len(split)))
+    if len(idx) < 3:
+        raise DataError(f"{Path(split.source).name}: {len(split)} rows are too few to carve a {name} split; "
+                        "provide more rows or separate train/validation/test files.")
     strat = _stratify_key(split.labels)
     try:
         keep, carved = train_test_split(idx, test_size=fraction, random_state=seed, stratify=strat)
     except ValueError:  # a class with a single row cannot be stratified
-        keep, carved = train_test_split(idx, test_size=fraction, random_state=seed)
-    if not keep or not carved:
-        raise DataError(f"{split.source}: {len(split)} rows are too few to carve a {name} split; "
-                        "provide a larger file or separate split files.")
+        keep, carved = train_test_split(idx, test_size=max(fraction, 1 / len(idx)), random_state=seed)
     how = f"{fraction:.0%} of {Path(split.source).name}, stratified, seed {seed}"
     return _take(split, sorted(keep), split.name, split.source), _take(split, sorted(carved), name, f"carved: {how}")
 

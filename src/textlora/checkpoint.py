@@ -1,0 +1,77 @@
+"""Training checkpoints: everything needed to continue a run exactly where it stopped.
+
+A checkpoint holds the trainable tensors, the optimizer and scheduler state, the torch RNG
+state, the position in the data order (epoch, next batch), the history so far and the best
+epoch's tensors. Each is written to a temporary file and renamed into place, so a crash
+mid-write leaves the previous checkpoint intact; the last `keep` are kept.
+
+They live beside the run folder in `.<name>.checkpoints/` and are removed once the run folder
+is committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = 1
+
+
+def checkpoint_dir(out: str | Path) -> Path:
+    """Where the checkpoints of the run written to `out` live."""
+    out = Path(out)
+    return out.parent / f".{out.name}.checkpoints"
+
+
+def fingerprint(config: dict[str, Any], data_files: dict[str, str]) -> str:
+    """A hash of everything that must be equal for a checkpoint to be resumable: the config
+    (less the output path) and the data files' sha256."""
+    cfg = {k: v for k, v in config.items() if k != "out"}
+    blob = json.dumps({"config": cfg, "data": sorted(data_files.values())}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def save_checkpoint(folder: Path, state: dict[str, Any], keep: int = 2) -> Path:
+    """Atomically write `state` as `step-<step>.pt` in `folder` and prune all but the newest `keep`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"step-{state['step']:09d}.pt"
+    tmp = folder / f".{path.name}.tmp-{os.getpid()}"
+    torch.save({"format": FORMAT, **state}, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    for old in sorted(folder.glob("step-*.pt"))[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_latest(folder: Path, expected_fingerprint: str) -> dict[str, Any] | None:
+    """The newest readable checkpoint in `folder` with the expected fingerprint, or None.
+
+    A checkpoint that cannot be read (a torn file from a crash outside our atomic rename) is
+    skipped in favour of the one before it.
+    """
+    for path in sorted(folder.glob("step-*.pt"), reverse=True):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - any unreadable file is skipped, the older one is tried
+            continue
+        if state.get("format") == FORMAT and state.get("fingerprint") == expected_fingerprint:
+            return state
+    return None
+
+
+def has_checkpoints(folder: Path) -> bool:
+    """True if `folder` holds any checkpoint file."""
+    return folder.is_dir() and any(folder.glob("step-*.pt"))
+
+
+def remove_checkpoints(folder: Path) -> None:
+    """Delete the checkpoint folder."""
+    shutil.rmtree(folder, ignore_errors=True)

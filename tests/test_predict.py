@@ -1,0 +1,70 @@
+"""Loading a run refuses the wrong base model and an inconsistent label map."""
+
+import json
+import shutil
+
+import pytest
+import yaml
+from conftest import make_tiny_model, tiny_config
+
+from textlora.errors import ModelError
+from textlora.predict import Predictor
+from textlora.train import train
+
+
+@pytest.fixture(scope="module")
+def run_and_other_base(tiny_models, tmp_path_factory):
+    from conftest import make_rows, write_jsonl
+
+    root = tmp_path_factory.mktemp("check")
+    for split, (n, seed) in {"train": (60, 1), "validation": (15, 2), "test": (15, 3)}.items():
+        write_jsonl(root / "data" / f"{split}.jsonl", make_rows(n, seed))
+    train(tiny_config(root / "data", tiny_models["bert"], root / "run", epochs=1), progress=False)
+    other = make_tiny_model("bert", root / "other-bert", seed=123)  # same architecture and shapes, other weights
+    return root / "run", other
+
+
+def _repoint(run, tmp_path, base):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    cfg = yaml.safe_load((copy / "config.yaml").read_text())
+    cfg["model"]["name"] = str(base)
+    (copy / "config.yaml").write_text(yaml.safe_dump(cfg))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["base_model"].update(name=str(base), path=str(base))
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def test_adapter_on_a_different_base_fails_with_the_reason(run_and_other_base, tmp_path):
+    run, other = run_and_other_base
+    moved = _repoint(run, tmp_path, other)
+    with pytest.raises(ModelError, match=r"was trained on base .* with weights sha256 [0-9a-f]{12}…, but .* has "
+                                         r"[0-9a-f]{12}…\. Load it on the original base, or pass check_base=False"):
+        Predictor.load(moved)
+    assert Predictor.load(moved, check_base=False).predict_proba(["good"]).shape == (1, 3)  # the expert override
+
+
+def test_adapter_on_another_architecture_fails(run_and_other_base, tiny_models, tmp_path):
+    run, _ = run_and_other_base
+    moved = _repoint(run, tmp_path, tiny_models["distilbert"])
+    with pytest.raises(ModelError, match="does not fit this base model|weights sha256"):
+        Predictor.load(moved)
+    with pytest.raises(ModelError, match="does not fit this base model"):
+        Predictor.load(moved, check_base=False)
+
+
+def test_label_map_must_match_the_head(run_and_other_base, tmp_path):
+    run, _ = run_and_other_base
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (copy / "labels.json").write_text(json.dumps({"labels": ["a", "b", "c", "d"], "multi_label": False}))
+    with pytest.raises(ModelError, match="does not fit this base model|outputs but labels.json lists 4"):
+        Predictor.load(copy)
+
+
+def test_unfinished_run_folder_is_refused(tmp_path):
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "config.yaml").write_text("{}")
+    with pytest.raises(ModelError, match=r"is not a finished run folder \(no manifest.json\)"):
+        Predictor.load(tmp_path / "half")
