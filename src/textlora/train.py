@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from textlora import __version__
+from textlora import __version__, distributed
 from textlora.checkpoint import (
     checkpoint_dir,
     fingerprint,
@@ -102,6 +102,8 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
     out = Path(cfg.out)
     check_writable(out, overwrite)
     _setup_torch(cfg)
+    dist = distributed.setup()
+    progress = progress and dist.main
     say = print if progress else (lambda *a, **k: None)
 
     data = load_dataset(cfg.data)
@@ -114,20 +116,21 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
                      dropout=cfg.model.dropout)
     prep = _prepare(data, base.tokenizer, cfg)
 
-    ckpt = _checkpointing(cfg, data, resume, say)
+    ckpt = _checkpointing(cfg, data, resume, say) if dist.main else None
     metrics: dict[str, Any] = {}
-    if ckpt.resume_from is not None:
+    if ckpt is not None and ckpt.resume_from is not None:
         metrics.update({"base": ckpt.base_metrics} if ckpt.base_metrics else {})
-    elif cfg.train.eval_base:
+    elif cfg.train.eval_base and dist.main:
         metrics["base"] = {s: _evaluate(base.model, prep, s, cfg) for s in ("validation", "test")}
         say(f"untrained base: validation {_fmt(metrics['base']['validation'])}")
-    ckpt.base_metrics = metrics.get("base")
+    if ckpt is not None:
+        ckpt.base_metrics = metrics.get("base")
 
     model = build_model(base.model, cfg.model.method, cfg.lora, base.new_modules)
     params = count_params(model)
     say(params)
     t0 = time.time()
-    history, best_epoch = _fit(model, prep, cfg, progress, on_epoch, ckpt)
+    history, best_epoch = _fit(model, prep, cfg, progress, on_epoch, ckpt, dist)
     train_seconds = time.time() - t0
 
     logits = {s: forward_logits(model, prep.enc[s], prep.pad_id, cfg.train.eval_batch_size)
@@ -138,6 +141,9 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
     say(f"best epoch {best_epoch}: validation {_fmt(metrics['validation'])}")
     say(f"test: {_fmt(metrics['test'])}")
 
+    if not dist.main:  # rank 0 writes the run folder
+        dist.barrier()
+        return TrainResult(out, metrics, best_epoch, params, train_seconds)
     with staged_dir(out, overwrite) as tmp:
         cfg.to_yaml(tmp / "config.yaml")
         data.label_map.save(tmp / "labels.json")
@@ -153,6 +159,7 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
                              time.time() - started, len(prep.y["train"]) * len(history))
         write_json(tmp / "manifest.json", manifest)  # last: its presence marks the run complete
     remove_checkpoints(ckpt.folder)
+    dist.barrier()
     say(f"run saved to {out}  ({time.time() - started:.0f}s)")
     return TrainResult(out, metrics, best_epoch, params, train_seconds)
 
@@ -176,7 +183,7 @@ class _LoopState:
 
 def _fit(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, progress: bool,
          on_epoch: Callable[[int, dict], None] | None = None,
-         ckpt: _Checkpointing | None = None) -> tuple[list[dict], int]:
+         ckpt: _Checkpointing | None = None, dist: distributed.Dist | None = None) -> tuple[list[dict], int]:
     """The training loop. Returns the per-epoch history and the best epoch (1-based); the model
     is left holding the best epoch's weights."""
     tc = cfg.train
@@ -188,23 +195,25 @@ def _fit(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, progress: bool
                                  steps_per_epoch * tc.epochs)
     y_train = torch.tensor(prep.y["train"])
     s = ckpt.restore(model, optimizer, scheduler) if ckpt and ckpt.resume_from else _LoopState()
+    dist = dist or distributed.Dist()
+    step_model = dist.wrap(model)  # DDP averages gradients across ranks; the same module otherwise
     for epoch in range(s.epoch, tc.epochs + 1):
         model.train()
         batches = train_batches(lengths, tc.batch_size, tc.seed, epoch)  # the same order on every resume
         bar = _progress(len(lengths), f"epoch {epoch}/{tc.epochs}", progress, done=s.batch * tc.batch_size)
         t_epoch, seen = time.time(), 0
         for b in range(s.batch, len(batches)):
-            idx = batches[b]
+            idx = dist.shard(batches[b])  # this rank's share of the global batch
             inputs = collate(prep.enc["train"], idx, prep.pad_id)
-            logits = model(**inputs).logits  # (B, num_labels)
+            logits = step_model(**inputs).logits  # (B, num_labels)
             loss = torch.nn.functional.cross_entropy(logits.float(), y_train[idx])
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, tc.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            s.step, s.batch, seen = s.step + 1, b + 1, seen + len(idx)
-            s.losses.append((s.step, loss.item(), scheduler.get_last_lr()[0]))
+            s.step, s.batch, seen = s.step + 1, b + 1, seen + len(batches[b])
+            s.losses.append((s.step, dist.mean(loss.item(), len(idx)), scheduler.get_last_lr()[0]))
             if bar is not None:
                 bar.update(len(idx))
                 bar.set_postfix(loss=f"{loss.item():.4f}", ex_s=f"{seen / (time.time() - t_epoch):.0f}")
