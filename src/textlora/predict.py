@@ -18,7 +18,7 @@ from textlora.data.batching import encode
 from textlora.data.labels import LabelMap
 from textlora.errors import ModelError
 from textlora.metrics import softmax
-from textlora.model.inference import forward_logits
+from textlora.model.inference import forward_logits, quantize_int8
 from textlora.model.load import base_identity, resolve_base
 from textlora.model.saving import load_model
 from textlora.run_folder import read_json, require_run
@@ -43,11 +43,13 @@ class Predictor:
         return self.label_map.labels
 
     @classmethod
-    def load(cls, run_dir: str | Path, check_base: bool = True, batch_size: int = 128) -> Predictor:
-        """Load the run at `run_dir` onto its base model.
+    def load(cls, run_dir: str | Path, check_base: bool = True, batch_size: int = 128,
+             int8: bool = False) -> Predictor:
+        """Load the run at `run_dir` onto its base model (LoRA merged into the weights).
 
         Args:
             check_base: verify that the base model's weights are the ones the run was trained on.
+            int8: dynamically quantize the linear layers to int8 (faster on a CPU, slightly less exact).
 
         Raises:
             ModelError: not a finished run, or its base is missing or different.
@@ -60,6 +62,8 @@ class Predictor:
         if check_base and manifest["method"] != "full":
             _check_base(base_path, manifest, run)
         model, tokenizer = load_model(run, manifest["method"], base_path, label_map, cfg.model.attn_implementation)
+        if int8:
+            model = quantize_int8(model)
         return cls(model, tokenizer, label_map, cfg, manifest, run, batch_size)
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:

@@ -1,0 +1,175 @@
+"""Train speed and accuracy: textlora vs Hugging Face Trainer + PEFT (the peer), one after the other.
+
+    python bench/train_vs_peer.py --epochs 1                              # full emotion train set
+    python bench/train_vs_peer.py --epochs 1 --max-train-samples 2000     # ~2 minutes
+
+Each side runs in its own child process (so its peak RSS is its own) on the same data and base
+model. The peer uses the setup users write today (DEVELOPERS issue 3): LoRA r=16, alpha=32,
+dropout 0.1 on query/value, DataCollatorWithPadding, batch 16, lr 5e-4, weight decay 0.01.
+textlora runs with its defaults (all attention/MLP projections, batch 32, lr 1e-3, no dropout);
+`--ours-peer-hparams` also runs textlora with exactly the peer's hyper-parameters, to separate
+the engine's speed from the defaults'. Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+PEER_HPARAMS = {"r": 16, "alpha": 32, "dropout": 0.1, "targets": ["query", "value"], "batch": 16, "lr": 5e-4,
+                "weight_decay": 0.01}
+
+
+def matmul_peak_gflops(n: int = 1024, reps: int = 30) -> float:
+    """fp32 torch.matmul throughput on this machine, the ceiling we quote utilisation against."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
+
+
+def _load_split(data: str, split: str, limit: int | None, seed: int = 42):
+    from textlora.config import DataConfig
+    from textlora.data.splits import load_dataset
+
+    d = load_dataset(DataConfig(path=data, max_train_samples=limit, split_seed=seed))
+    return d, d.splits()[split]
+
+
+def run_peer(args: argparse.Namespace) -> dict:
+    """Trainer + PEFT, the recipe of the reference notebooks."""
+    import numpy as np
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
+                              TrainingArguments)
+
+    from textlora.metrics import classification_metrics
+    from textlora.model.load import resolve_base
+
+    d, _ = _load_split(args.data, "train", args.max_train_samples)
+    labels = d.label_map
+    path = resolve_base(args.model)
+    tok = AutoTokenizer.from_pretrained(path)
+    torch.manual_seed(42)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=labels.num_labels,
+                                                               id2label=labels.id2label, label2id=labels.label2id)
+    h = PEER_HPARAMS
+    model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=h["r"], lora_alpha=h["alpha"],
+                                             lora_dropout=h["dropout"], target_modules=h["targets"]))
+
+    def encode(split):
+        enc = tok(split.texts, truncation=True, max_length=256)
+        ys = labels.encode(split.labels)
+        return [{"input_ids": i, "attention_mask": m, "labels": y}
+                for i, m, y in zip(enc["input_ids"], enc["attention_mask"], ys)]
+
+    train_rows, test_rows = encode(d.train), encode(d.test)
+    out = tempfile.mkdtemp()
+    targs = TrainingArguments(output_dir=out, per_device_train_batch_size=h["batch"], per_device_eval_batch_size=64,
+                              learning_rate=h["lr"], weight_decay=h["weight_decay"], num_train_epochs=args.epochs,
+                              report_to=[], save_strategy="no", logging_steps=100, use_cpu=True, seed=42,
+                              dataloader_num_workers=0, disable_tqdm=True)
+    trainer = Trainer(model=model, args=targs, train_dataset=train_rows, data_collator=DataCollatorWithPadding(tok))
+    t = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - t
+    logits = trainer.predict(test_rows).predictions
+    m = classification_metrics([r["labels"] for r in test_rows], np.argmax(logits, axis=1), labels.labels)
+    tokens = sum(len(r["input_ids"]) for r in train_rows)
+    return _result("peer: Trainer + PEFT", len(train_rows), tokens, seconds, args.epochs, m)
+
+
+def run_ours(args: argparse.Namespace, peer_hparams: bool = False) -> dict:
+    """textlora.train with its defaults (or the peer's hyper-parameters)."""
+    from textlora.config import RunConfig
+    from textlora.train import train
+
+    over = {"data": {"path": args.data, "max_train_samples": args.max_train_samples},
+            "model": {"name": args.model}, "train": {"epochs": args.epochs, "eval_base": False},
+            "out": tempfile.mkdtemp() + "/run"}
+    if peer_hparams:
+        h = PEER_HPARAMS
+        over["model"]["dropout"] = None  # the checkpoint's own dropout, as in the peer
+        over["lora"] = {"r": h["r"], "alpha": h["alpha"], "dropout": h["dropout"], "target_modules": h["targets"]}
+        over["train"].update(batch_size=h["batch"], lr=h["lr"], weight_decay=h["weight_decay"])
+    for kv in args.ours:
+        k, v = kv.split("=", 1)
+        section, key = k.split(".", 1)
+        over.setdefault(section, {})[key] = json.loads(v) if v[:1] in "0123456789-[{tn" else v
+    result = train(RunConfig.from_dict(over), progress=False)
+    seconds = sum(h["seconds"] for h in result.metrics["history"])  # training only, not the per-epoch validation
+    d, _ = _load_split(args.data, "train", args.max_train_samples)
+    from textlora.data.batching import encode
+    from textlora.model.load import load_tokenizer, resolve_base
+
+    tokens = sum(encode(load_tokenizer(resolve_base(args.model)), d.train.texts, 256).lengths)
+    name = "textlora (peer hyper-parameters)" if peer_hparams else "textlora (defaults)"
+    return _result(name, len(d.train), tokens, seconds, args.epochs, result.metrics["test"])
+
+
+def _result(name: str, n: int, tokens: int, seconds: float, epochs: int, m: dict) -> dict:
+    return {"name": name, "train_examples": n, "epochs": epochs, "train_seconds": round(seconds, 1),
+            "seconds_per_epoch": round(seconds / epochs, 1), "train_examples_per_s": round(n * epochs / seconds, 1),
+            "train_tokens_per_s": round(tokens * epochs / seconds, 1), "mean_tokens": round(tokens / n, 1),
+            "test_accuracy": round(m["accuracy"], 4), "test_f1_macro": round(m["f1_macro"], 4),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def _child(which: str, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, __file__, "--child", which, "--data", args.data, "--model", args.model,
+           "--epochs", str(args.epochs)] + (["--max-train-samples", str(args.max_train_samples)]
+                                            if args.max_train_samples else []) + [x for o in args.ours
+                                                                                  for x in ("--ours", o)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    if out.returncode != 0:
+        raise SystemExit(f"{which} failed:\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets",
+                                                  "emotion"))
+    p.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--max-train-samples", type=int)
+    p.add_argument("--ours-peer-hparams", action="store_true", help="also run textlora with the peer's settings")
+    p.add_argument("--ours", action="append", default=[], metavar="section.key=value",
+                   help="override textlora's config, e.g. --ours lora.r=8")
+    p.add_argument("--child", choices=["peer", "ours", "ours-peer"], help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        fn = {"peer": run_peer, "ours": run_ours, "ours-peer": lambda a: run_ours(a, peer_hparams=True)}[args.child]
+        print(json.dumps(fn(args)))
+        return
+    peak = matmul_peak_gflops()
+    runs = [_child("peer", args), _child("ours", args)]
+    if args.ours_peer_hparams:
+        runs.append(_child("ours-peer", args))
+    mflop_per_token = 42.4  # LoRA training: forward + input gradients through ~10.6M non-embedding weights
+    for r in runs:
+        r["gflop_per_s"] = round(r["train_tokens_per_s"] * mflop_per_token / 1000, 1)
+        r["share_of_matmul_peak"] = round(r["gflop_per_s"] / peak, 3)
+    peer, ours = runs[0], runs[1]
+    print(json.dumps({
+        "bench": "train_vs_peer", "data": os.path.basename(os.path.normpath(args.data)), "epochs": args.epochs,
+        "matmul_peak_gflops": round(peak, 1), "runs": runs,
+        "speedup_examples_per_s": round(ours["train_examples_per_s"] / peer["train_examples_per_s"], 2),
+        "accuracy_delta_points": round(100 * (ours["test_accuracy"] - peer["test_accuracy"]), 2),
+    }))
+
+
+if __name__ == "__main__":
+    main()
