@@ -52,8 +52,13 @@ def run_peer(args: argparse.Namespace) -> dict:
     import numpy as np
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
-                              TrainingArguments)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
 
     from textlora.metrics import classification_metrics
     from textlora.model.load import resolve_base
