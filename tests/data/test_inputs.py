@@ -159,3 +159,10 @@ def test_max_train_samples_is_stratified(tmp_path):
     p = write_jsonl(tmp_path / "all.jsonl", make_rows(300))
     d = _load(p, max_train_samples=30)
     assert len(d.train) == 30 and sorted(set(d.train.labels)) == ["neg", "neu", "pos"]
+
+
+def test_jsonl_strings_may_hold_unicode_line_separators(tmp_path):
+    rows = [{"text": "a\u0085b \u2028 c\u2029d\x1c", "label": "x"}, {"text": "crlf line", "label": "y"}]
+    p = tmp_path / "d.jsonl"
+    p.write_bytes(("\r\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\r\n").encode())
+    assert read_table(p).texts == [r["text"] for r in rows]

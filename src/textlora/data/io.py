@@ -92,7 +92,13 @@ def read_records(path: Path) -> tuple[list[dict], list[str], set[str]]:
 
 def read_lines(path: Path) -> list[str]:
     """Non-blank lines of a UTF-8 text file (optionally gzipped)."""
-    return [line for line in _decode(path, _read_bytes(path)).splitlines() if line.strip()]
+    return [line for line in _lines(_decode(path, _read_bytes(path))) if line.strip()]
+
+
+def _lines(text: str) -> list[str]:
+    """Split on '\n' (and a '\r' before it) only: `str.splitlines` also splits inside JSON strings on
+    U+0085, U+2028 and other separators that real data (IMDb) contains."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
 
 
 def check_text(value: Any, path: Path, row: str, column: str) -> str:
@@ -158,7 +164,7 @@ def _decode(path: Path, raw: bytes) -> str:
 def _read_jsonl(path: Path) -> tuple[list[dict], list[str], set[str]]:
     text = _decode(path, _read_bytes(path))
     records, names, columns = [], [], set()
-    for i, line in enumerate(text.splitlines(), start=1):
+    for i, line in enumerate(_lines(text), start=1):
         if not line.strip():
             continue
         try:
