@@ -20,9 +20,11 @@ import time
 from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, create_model
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from textlora.serve.batching import MicroBatcher
 from textlora.serve.metrics import ServerMetrics
@@ -91,6 +93,7 @@ def build_app(registry: Registry, options: ServeOptions, metrics: ServerMetrics 
     app = FastAPI(title="textlora serve", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Text classifiers fine-tuned with textlora; runs on one base share it in memory.")
     app.add_exception_handler(RequestValidationError, _validation_handler(options))
+    app.add_exception_handler(StarletteHTTPException, _unparsable_body_handler)
     ClassifyRequest = _request_model(options, registry.names)  # noqa: N806 - a class, built from the limits
 
     @app.post("/v1/classify", response_model=ClassifyResponse, responses=ERRORS)
@@ -123,7 +126,7 @@ def build_app(registry: Registry, options: ServeOptions, metrics: ServerMetrics 
 
 def _request_model(options: ServeOptions, names: list[str]) -> type[BaseModel]:
     """The request schema, with this server's limits in it (and so in /openapi.json)."""
-    text = Annotated[str, StringConstraints(max_length=options.max_chars), AfterValidator(_check_unicode)]
+    text = Annotated[str, StringConstraints(max_length=options.max_chars)]  # lone surrogates: pydantic says 422
     return create_model(
         "ClassifyRequest",
         __config__=ConfigDict(extra="forbid"),
@@ -133,15 +136,6 @@ def _request_model(options: ServeOptions, names: list[str]) -> type[BaseModel]:
                                  description=f"1 to {options.max_texts} texts of at most "
                                              f"{options.max_chars} characters each.")),
     )
-
-
-def _check_unicode(text: str) -> str:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("text holds a lone surrogate (e.g. \\ud800) and is not valid Unicode; "
-                         "send UTF-8 text") from None
-    return text
 
 
 def _prediction(labels: list[str], row: Any, multi_label: bool) -> dict[str, Any]:
@@ -179,6 +173,14 @@ def _validation_handler(options: ServeOptions):
         return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
 
     return handler
+
+
+async def _unparsable_body_handler(request: Request, exc: StarletteHTTPException) -> Any:
+    """FastAPI answers 400 to a body that is not even text (invalid UTF-8); it is malformed JSON: 422."""
+    if exc.status_code == 400 and request.method == "POST":
+        detail = 'the body is not valid JSON (it must be UTF-8 text); send {"model": NAME, "texts": ["...", ...]}'
+        return JSONResponse({"detail": detail}, status_code=422)
+    return await http_exception_handler(request, exc)
 
 
 class BodyLimit:
