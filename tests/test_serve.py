@@ -238,3 +238,28 @@ def test_schema_driven_requests_never_get_a_5xx(case):
     response = case.call(timeout=30)
     assert response.status_code < 500, f"{case.method} {case.path} -> {response.status_code}: {response.text[:300]}"
     case.validate_response(response)
+
+
+def test_batcher_groups_concurrent_requests_and_splits_rows():
+    from textlora.serve.batching import MicroBatcher
+
+    calls = []
+
+    def infer(model, texts):
+        calls.append((model, len(texts)))
+        return np.array([[float(t)] for t in texts])
+
+    async def run(enabled):
+        calls.clear()
+        b = MicroBatcher(infer, ["a", "b"], max_batch=8, max_wait=0.05, enabled=enabled)
+        await b.start()
+        jobs = [b.submit(m, [str(i), str(i + 100)]) for i in range(6) for m in ("a", "b")]
+        out = await asyncio.gather(*jobs)
+        await b.stop()
+        return out
+
+    for enabled in (True, False):
+        out = asyncio.run(run(enabled))
+        assert [o[:, 0].tolist() for o in out] == [[i, i + 100] for i in range(6) for _ in "ab"]
+        assert sum(n for _, n in calls) == 24
+        assert (len(calls) < 12 and max(n for _, n in calls) <= 8) if enabled else len(calls) == 12
