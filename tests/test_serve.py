@@ -263,3 +263,14 @@ def test_batcher_groups_concurrent_requests_and_splits_rows():
         assert [o[:, 0].tolist() for o in out] == [[i, i + 100] for i in range(6) for _ in "ab"]
         assert sum(n for _, n in calls) == 24
         assert (len(calls) < 12 and max(n for _, n in calls) <= 8) if enabled else len(calls) == 12
+
+
+def test_tight_batches_bound_padding():
+    from textlora.serve.registry import tight_batches
+
+    lengths = [64, 10, 12, 60, 11, 9, 30, 8]
+    batches = tight_batches(lengths, max_rows=3)
+    assert sorted(i for b in batches for i in b) == list(range(8))
+    assert batches[0] == [0, 3, 6] and all(len(b) <= 3 for b in batches)
+    for b in batches:
+        assert sum(lengths[i] for i in b) >= 0.75 * len(b) * max(lengths[i] for i in b) or len(b) == 1
