@@ -37,6 +37,7 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=32)
     p.add_argument("--texts-per-request", type=int, default=1)
     p.add_argument("--max-wait-ms", type=float, default=5.0)
+    p.add_argument("--threads", type=int, help="the server's torch threads (default: torch's, one per core)")
     args = p.parse_args()
     if not 0 < args.duration <= 60:
         sys.exit(f"--duration must be in (0, 60] seconds, got {args.duration}.")
@@ -45,12 +46,15 @@ def main() -> None:
     bodies = [json.dumps({"model": "emotion", "texts": texts[i:i + args.texts_per_request]}).encode()
               for i in range(0, len(texts) - args.texts_per_request, args.texts_per_request)]
     result = {"bench": "serve_load", "run": str(run), "clients": args.clients, "duration_s": args.duration,
-              "texts_per_request": args.texts_per_request, "cpus": os.cpu_count()}
+              "texts_per_request": args.texts_per_request, "cpus": os.cpu_count(), "threads": args.threads,
+              "max_wait_ms": args.max_wait_ms, "load_avg_1m_before": round(os.getloadavg()[0], 2)}
+    common = ["--threads", str(args.threads)] if args.threads else []
     for mode, flags in (("batching", ["--max-wait-ms", str(args.max_wait_ms)]), ("no_batching", ["--no-batching"])):
-        with _server(run, flags) as port:
+        with _server(run, flags + common) as port:
             result[mode] = asyncio.run(_drive(port, bodies, args.clients, args.duration, args.texts_per_request))
     result["texts_per_s_ratio"] = round(result["batching"]["texts_per_s"] / max(result["no_batching"]["texts_per_s"],
                                                                                   1e-9), 2)
+    result["load_avg_1m_after"] = round(os.getloadavg()[0], 2)  # other work on the machine skews both modes
     print(json.dumps(result))
 
 

@@ -137,6 +137,7 @@ def _add_serve_parser(sub: Any) -> None:
     s.add_argument("--max-wait-ms", type=float, default=5.0, help="micro-batching: longest wait for more requests")
     s.add_argument("--max-batch", type=int, default=64, help="micro-batching: most texts per forward pass")
     s.add_argument("--no-batching", action="store_true", help="one forward pass per request")
+    s.add_argument("--threads", type=int, help="torch CPU threads for inference (default: one per core)")
     s.add_argument("--no-check-base", action="store_true", help="skip the base-model weight check")
 
 
@@ -146,7 +147,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     serve(args.runs, ServeOptions(host=args.host, port=args.port, max_texts=args.max_texts, max_chars=args.max_chars,
                                   max_body_bytes=args.max_body_bytes, max_wait_ms=args.max_wait_ms,
                                   max_batch=args.max_batch, batching=not args.no_batching,
-                                  check_base=not args.no_check_base))
+                                  threads=args.threads, check_base=not args.no_check_base))
     return 0
 
 # --- end serve ---------------------------------------------------------------------------------

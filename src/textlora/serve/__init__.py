@@ -33,6 +33,10 @@ def serve(runs: Sequence[str], options: ServeOptions) -> None:
     uvicorn = _require_server_deps()
     from textlora.serve.app import build_app
 
+    if options.threads:
+        import torch
+
+        torch.set_num_threads(options.threads)
     registry = Registry.load([RunSpec.parse(r) for r in runs], check_base=options.check_base)
     app = build_app(registry, options)
     print(f"serving {registry.names} on http://{options.host}:{options.port} "

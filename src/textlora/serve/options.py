@@ -25,6 +25,8 @@ class ServeOptions:
     """Most texts in one forward pass when batching requests together."""
     batching: bool = True
     """Batch concurrent requests for the same model into one forward pass; off: one pass per request."""
+    threads: int | None = None
+    """torch CPU threads for inference; None keeps torch's default (one per core)."""
     check_base: bool = True
     """Verify each base model's weight sha256 against the runs' manifests."""
 
@@ -32,6 +34,8 @@ class ServeOptions:
         problems = [f"{name} must be a positive integer, got {getattr(self, name)}"
                     for name in ("max_texts", "max_chars", "max_body_bytes", "max_batch")
                     if getattr(self, name) < 1]
+        if self.threads is not None and self.threads < 1:
+            problems.append(f"threads must be a positive integer or unset, got {self.threads}")
         if self.max_wait_ms < 0:
             problems.append(f"max_wait_ms must be 0 or more, got {self.max_wait_ms}")
         if not 0 <= self.port < 65536:
