@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     for q in (e, pr):
         q.add_argument("--no-check-base", action="store_true", help="skip the base-model weight check")
+    _add_serve_parser(sub)
     return p
 
 
@@ -129,7 +130,37 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict}
+# --- serve (issue 6) ---------------------------------------------------------------------------
+
+def _add_serve_parser(sub: Any) -> None:
+    """`textlora serve RUN [RUN ...]`; each flag's default is the `ServeOptions` field's."""
+    s = sub.add_parser("serve", help="serve runs over HTTP; runs on the same base share it in memory")
+    s.add_argument("runs", nargs="+", metavar="RUN", help="a run folder, or NAME=FOLDER (name used by clients)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--max-texts", type=int, default=64, help="most texts per request (422 beyond)")
+    s.add_argument("--max-chars", type=int, default=2000, help="most characters per text (422 beyond)")
+    s.add_argument("--max-body-bytes", type=int, default=1_000_000, help="largest request body (413 beyond)")
+    s.add_argument("--max-wait-ms", type=float, default=5.0, help="micro-batching: longest wait for more requests")
+    s.add_argument("--max-batch", type=int, default=64, help="micro-batching: most texts per forward pass")
+    s.add_argument("--no-batching", action="store_true", help="one forward pass per request")
+    s.add_argument("--threads", type=int, help="torch CPU threads for inference (default: one per core)")
+    s.add_argument("--no-check-base", action="store_true", help="skip the base-model weight check")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from textlora.serve import ServeOptions, serve
+
+    serve(args.runs, ServeOptions(host=args.host, port=args.port, max_texts=args.max_texts, max_chars=args.max_chars,
+                                  max_body_bytes=args.max_body_bytes, max_wait_ms=args.max_wait_ms,
+                                  max_batch=args.max_batch, batching=not args.no_batching,
+                                  threads=args.threads, check_base=not args.no_check_base))
+    return 0
+
+# --- end serve ---------------------------------------------------------------------------------
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

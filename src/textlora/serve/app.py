@@ -1,0 +1,256 @@
+"""The HTTP face of `textlora serve`: FastAPI routes, request schemas, limits and metrics.
+
+| route | what |
+|---|---|
+| `POST /v1/classify` | `{"model": NAME, "texts": [...]}` -> per text the label(s) and per-label scores |
+| `GET /v1/models` | each served run: name, base, labels, method, metrics |
+| `GET /healthz` | 200 once every run is loaded |
+| `GET /metrics` | Prometheus text: requests, latency histogram, batch sizes |
+| `GET /openapi.json` | the OpenAPI schema (limits included as maxItems / maxLength) |
+
+Errors are JSON `{"detail": message}`: 413 body too large (checked before parsing), 422 malformed
+JSON, a wrong field, too many texts or a text too long, 404 unknown model (the known ones listed).
+The client only ever names a run given at start-up, never a path.
+
+This is the only module that imports FastAPI (no `from __future__ import annotations` here:
+FastAPI reads the annotations of routes defined inside `build_app`).
+"""
+
+import time
+from typing import Annotated, Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from textlora.serve.batching import MicroBatcher
+from textlora.serve.metrics import ServerMetrics
+from textlora.serve.options import ServeOptions
+from textlora.serve.registry import Registry
+
+ROUTES = ("/v1/classify", "/v1/models", "/healthz", "/metrics", "/openapi.json")
+"""Paths recorded by name in metrics; any other path is recorded as 'other' (bounded label values)."""
+
+
+class Prediction(BaseModel):
+    label: str = Field(description="The highest-scoring label.")
+    labels: list[str] = Field(description="Predicted labels: [label], or every label scoring >= 0.5 (multi-label).")
+    scores: dict[str, float] = Field(description="Score per label: softmax, or per-label sigmoid (multi-label).")
+
+
+class ClassifyResponse(BaseModel):
+    model: str
+    predictions: list[Prediction] = Field(description="One per input text, in input order.")
+
+
+class ModelInfo(BaseModel):
+    name: str
+    method: str = Field(description="lora, head or full.")
+    base: dict[str, Any] = Field(description="Base model name, architecture, weight sha256, and whether "
+                                             "this server shares it with other runs.")
+    labels: list[str]
+    multi_label: bool
+    metrics: dict[str, Any] = Field(description="Validation and test metrics recorded at training time.")
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelInfo]
+
+
+class Health(BaseModel):
+    status: str
+    models: int
+
+
+class ErrorResponse(BaseModel):
+    detail: str = Field(description="What was wrong and how to fix it.")
+    errors: list[dict[str, Any]] | None = Field(None, description="Each schema violation (422 only).")
+
+
+ERRORS = {code: {"model": ErrorResponse} for code in (404, 413, 422)}
+
+
+def build_app(registry: Registry, options: ServeOptions, metrics: ServerMetrics | None = None) -> Any:
+    """The ASGI app serving `registry`: FastAPI routes wrapped in the body-size limit and request metrics.
+
+    Raises nothing at build time; start the batcher by running the app (its lifespan does it).
+    """
+    import contextlib
+
+    metrics = metrics or ServerMetrics()
+    batcher = MicroBatcher(registry.scores, registry.names, options.max_batch, options.max_wait_ms / 1000,
+                           options.batching, metrics.observe_batch)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="textlora serve", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="Text classifiers fine-tuned with textlora; runs on one base share it in memory.")
+    app.add_exception_handler(RequestValidationError, _validation_handler(options))
+    app.add_exception_handler(StarletteHTTPException, _unparsable_body_handler)
+    ClassifyRequest = _request_model(options, registry.names)  # noqa: N806 - a class, built from the limits
+
+    @app.post("/v1/classify", response_model=ClassifyResponse, responses=ERRORS)
+    async def classify(req: ClassifyRequest) -> dict[str, Any]:  # type: ignore[valid-type]
+        """Classify texts with one of the served runs."""
+        run = registry.runs.get(req.model)
+        if run is None:
+            raise HTTPException(404, f"unknown model {req.model!r}; this server has {registry.names}. "
+                                     "GET /v1/models lists them.")
+        scores = await batcher.submit(req.model, list(req.texts))
+        return {"model": req.model, "predictions": [_prediction(run.labels, row, run.multi_label) for row in scores]}
+
+    @app.get("/v1/models", response_model=ModelsResponse)
+    async def models() -> dict[str, Any]:
+        """The served runs."""
+        return {"models": [registry.runs[n].info() for n in registry.names]}
+
+    @app.get("/healthz", response_model=Health)
+    async def healthz() -> dict[str, Any]:
+        """Liveness: the server answers once every run is loaded."""
+        return {"status": "ok", "models": len(registry.runs)}
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def prometheus() -> PlainTextResponse:
+        """Prometheus text format."""
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return RequestMetrics(BodyLimit(app, options.max_body_bytes), metrics)
+
+
+def _request_model(options: ServeOptions, names: list[str]) -> type[BaseModel]:
+    """The request schema, with this server's limits in it (and so in /openapi.json)."""
+    text = Annotated[str, StringConstraints(max_length=options.max_chars)]  # lone surrogates: pydantic says 422
+    return create_model(
+        "ClassifyRequest",
+        __config__=ConfigDict(extra="forbid"),
+        model=(str, Field(description=f"Name of a served run (GET /v1/models); here one of {names}.",
+                          examples=names[:1])),
+        texts=(list[text], Field(min_length=1, max_length=options.max_texts, examples=[["i feel wonderful today"]],
+                                 description=f"1 to {options.max_texts} texts of at most "
+                                             f"{options.max_chars} characters each.")),
+    )
+
+
+def _prediction(labels: list[str], row: Any, multi_label: bool) -> dict[str, Any]:
+    top = int(row.argmax())
+    chosen = [name for name, s in zip(labels, row) if s >= 0.5] if multi_label else [labels[top]]
+    return {"label": labels[top], "labels": chosen, "scores": {n: round(float(s), 6) for n, s in zip(labels, row)}}
+
+
+LIMIT_HINTS = {
+    ("texts", "too_long"): "at most {max_texts} texts per request; split the request "
+                           "(the server's limit is --max-texts {max_texts})",
+    ("texts.*", "string_too_long"): "at most {max_chars} characters per text; shorten or split the text "
+                                    "(the server's limit is --max-chars {max_chars})",
+    ("texts", "too_short"): "give at least one text",
+    ("json_invalid",): 'the body is not valid JSON; send {{"model": NAME, "texts": ["...", ...]}}',
+}
+"""Clearer messages for the schema errors a client most likely hits, keyed by (field, pydantic type)."""
+
+
+def _validation_handler(options: ServeOptions):
+    """422 with one readable message, plus each error's location and type (never the input: it may be huge)."""
+
+    async def handler(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type"))}
+                  for e in exc.errors()]
+        parts = []
+        for e in errors[:5]:
+            field = ".".join(e["loc"][1:]) if e["loc"][:1] == ["body"] else ".".join(e["loc"])
+            if e["type"] == "json_invalid":  # pydantic puts the character offset where a field would be
+                field = f"body (character {field})" if field else ""
+            pattern = "texts.*" if field.startswith("texts.") else field
+            hint = LIMIT_HINTS.get((pattern, e["type"])) or LIMIT_HINTS.get((e["type"],))
+            parts.append(f"{field or 'body'}: {hint.format(**vars(options)) if hint else e['msg']}")
+        detail = "; ".join(parts) or "the request does not match the schema at /openapi.json"
+        return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
+
+    return handler
+
+
+async def _unparsable_body_handler(request: Request, exc: StarletteHTTPException) -> Any:
+    """FastAPI answers 400 to a body that is not even text (invalid UTF-8); it is malformed JSON: 422."""
+    if exc.status_code == 400 and request.method == "POST":
+        detail = 'the body is not valid JSON (it must be UTF-8 text); send {"model": NAME, "texts": ["...", ...]}'
+        return JSONResponse({"detail": detail}, status_code=422)
+    return await http_exception_handler(request, exc)
+
+
+class BodyLimit:
+    """ASGI wrapper: 413 for a body over `max_bytes`, before any JSON parsing.
+
+    Checks Content-Length first, then counts the bytes that actually arrive (a chunked body has no
+    Content-Length), and replays the buffered body to the app.
+    """
+
+    def __init__(self, app: Any, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            return await self._reject(scope, receive, send, declared.decode("latin-1"))
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return None
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > self.max_bytes:
+                return await self._reject(scope, receive, send, f"more than {size}")
+        body, replayed = b"".join(chunks), False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await self.app(scope, replay, send)
+
+    async def _reject(self, scope: dict, receive: Any, send: Any, size: str) -> None:
+        detail = (f"request body is {size} bytes; this server accepts at most {self.max_bytes} "
+                  "(--max-body-bytes). Send fewer or shorter texts per request.")
+        await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+
+
+class RequestMetrics:
+    """ASGI wrapper: count every HTTP request by path and status, and time it."""
+
+    def __init__(self, app: Any, metrics: ServerMetrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), 500
+
+        async def send_and_record(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            path = scope.get("path", "")
+            self.metrics.observe_request(path if path in ROUTES else "other", status, time.perf_counter() - start)
+
+
+def _version() -> str:
+    from textlora import __version__
+
+    return __version__

@@ -1,0 +1,133 @@
+"""Dynamic micro-batching: concurrent requests for the same model share one forward pass.
+
+Each model has an asyncio queue and a worker coroutine. The worker takes the first waiting request,
+then keeps collecting requests for up to `max_wait` seconds or until `max_batch` texts, runs one
+forward pass on the single inference thread, and hands each request its rows. While a pass runs,
+new requests pile up in the queue, so under load batches fill without waiting at all.
+
+One inference thread for all models: torch already uses every core for one pass, and two passes
+at once would only fight over them. torch releases the GIL, so the event loop keeps accepting
+requests meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+Infer = Callable[[str, list[str]], np.ndarray]
+"""(model name, texts) -> scores (n, num_labels); runs on the inference thread."""
+OnBatch = Callable[[str, int, int], None]
+"""(model name, texts, requests) after every forward pass; runs on the event loop."""
+
+
+@dataclass
+class _Pending:
+    texts: list[str]
+    future: asyncio.Future = field(repr=False)
+
+
+class MicroBatcher:
+    """Per-model queues feeding one inference thread. Call `start()` inside the event loop, then `submit`.
+
+    Args:
+        infer: computes scores for one model and a list of texts.
+        models: the model names to serve.
+        max_batch: most texts per forward pass (a single larger request still runs whole).
+        max_wait: seconds to wait for more requests once one is waiting.
+        enabled: False runs every request as its own forward pass (the baseline to compare against).
+        on_batch: called after each forward pass, e.g. to record batch sizes.
+    """
+
+    def __init__(self, infer: Infer, models: Sequence[str], max_batch: int = 64, max_wait: float = 0.005,
+                 enabled: bool = True, on_batch: OnBatch | None = None):
+        self.infer, self.models = infer, list(models)
+        self.max_batch, self.max_wait, self.enabled = max_batch, max_wait, enabled
+        self.on_batch = on_batch or (lambda model, texts, requests: None)
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="textlora-infer")
+        self._queues: dict[str, asyncio.Queue[_Pending]] = {}
+        self._workers: list[asyncio.Task] = []
+
+    async def start(self) -> None:
+        """Create the queues and worker tasks (needs the running event loop)."""
+        if not self.enabled:
+            return
+        for name in self.models:
+            self._queues[name] = asyncio.Queue()
+            self._workers.append(asyncio.create_task(self._work(name), name=f"batcher-{name}"))
+
+    async def stop(self) -> None:
+        """Cancel the workers and shut the inference thread down."""
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers.clear()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def submit(self, model: str, texts: list[str]) -> np.ndarray:
+        """Scores for `texts` under `model`, computed in a batch with other waiting requests."""
+        loop = asyncio.get_running_loop()
+        if not self.enabled:
+            scores = await loop.run_in_executor(self._executor, self.infer, model, texts)
+            self.on_batch(model, len(texts), 1)
+            return scores
+        pending = _Pending(texts, loop.create_future())
+        self._queues[model].put_nowait(pending)
+        return await pending.future
+
+    async def _work(self, model: str) -> None:
+        queue = self._queues[model]
+        carry: _Pending | None = None
+        while True:
+            first = carry or await queue.get()
+            batch, carry = await self._collect(queue, first)
+            await self._run(model, batch)
+
+    async def _collect(self, queue: asyncio.Queue[_Pending], first: _Pending) -> tuple[list[_Pending], _Pending | None]:
+        """`first` plus the requests that arrive within `max_wait`, up to `max_batch` texts.
+
+        Returns the batch and the request that did not fit (it starts the next batch)."""
+        loop = asyncio.get_running_loop()
+        batch, n = [first], len(first.texts)
+        deadline = loop.time() + self.max_wait
+        while n < self.max_batch:
+            try:
+                item = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                timeout = deadline - loop.time()
+                if timeout <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(queue.get(), timeout)
+                except asyncio.TimeoutError:  # not the builtin before Python 3.11
+                    break
+            if n + len(item.texts) > self.max_batch:
+                return batch, item
+            batch.append(item)
+            n += len(item.texts)
+        return batch, None
+
+    async def _run(self, model: str, batch: list[_Pending]) -> None:
+        """One forward pass for every request of `batch`; each future gets its own rows (or the error)."""
+        live = [p for p in batch if not p.future.done()]  # a client that went away cancels its future
+        if not live:
+            return
+        texts = [t for p in live for t in p.texts]
+        loop = asyncio.get_running_loop()
+        try:
+            scores = await loop.run_in_executor(self._executor, self.infer, model, texts)
+        except Exception as e:  # noqa: BLE001 - handed to every waiting request, which reports it
+            for p in live:
+                if not p.future.done():
+                    p.future.set_exception(e)
+            return
+        self.on_batch(model, len(texts), len(live))
+        start = 0
+        for p in live:
+            if not p.future.done():
+                p.future.set_result(scores[start:start + len(p.texts)])
+            start += len(p.texts)

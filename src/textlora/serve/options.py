@@ -1,0 +1,44 @@
+"""`ServeOptions`: where the server listens, its request limits and its micro-batching."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textlora.errors import ConfigError
+
+
+@dataclass
+class ServeOptions:
+    host: str = "127.0.0.1"
+    """Address to listen on; the default answers this machine only."""
+    port: int = 8000
+    """TCP port."""
+    max_texts: int = 64
+    """Most texts in one request (more: 422)."""
+    max_chars: int = 2000
+    """Most characters in one text (more: 422). Tokens beyond the run's max_length are truncated anyway."""
+    max_body_bytes: int = 1_000_000
+    """Largest request body, checked before JSON parsing (more: 413)."""
+    max_wait_ms: float = 5.0
+    """How long a batch waits for more requests of the same model before its forward pass."""
+    max_batch: int = 64
+    """Most texts in one forward pass when batching requests together."""
+    batching: bool = True
+    """Batch concurrent requests for the same model into one forward pass; off: one pass per request."""
+    threads: int | None = None
+    """torch CPU threads for inference; None keeps torch's default (one per core)."""
+    check_base: bool = True
+    """Verify each base model's weight sha256 against the runs' manifests."""
+
+    def __post_init__(self) -> None:
+        problems = [f"{name} must be a positive integer, got {getattr(self, name)}"
+                    for name in ("max_texts", "max_chars", "max_body_bytes", "max_batch")
+                    if getattr(self, name) < 1]
+        if self.threads is not None and self.threads < 1:
+            problems.append(f"threads must be a positive integer or unset, got {self.threads}")
+        if self.max_wait_ms < 0:
+            problems.append(f"max_wait_ms must be 0 or more, got {self.max_wait_ms}")
+        if not 0 <= self.port < 65536:
+            problems.append(f"port must be in 0..65535, got {self.port}")
+        if problems:
+            raise ConfigError("serve: " + "; ".join(problems) + ".")
