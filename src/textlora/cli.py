@@ -171,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     except TextloraError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except ImportError as e:  # an optional extra that is not installed; the message names the package
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

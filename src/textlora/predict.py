@@ -58,9 +58,9 @@ class Predictor:
         manifest = read_json(run / "manifest.json")
         cfg = RunConfig.from_yaml(run / "config.yaml", strict=False)
         label_map = LabelMap.load(run / "labels.json")
-        base_path = _find_base(manifest, cfg)
+        base_path = find_base(manifest, cfg)
         if check_base and manifest["method"] != "full":
-            _check_base(base_path, manifest, run)
+            check_base_identity(base_path, manifest, run)
         model, tokenizer = load_model(run, manifest["method"], base_path, label_map, cfg.model.attn_implementation)
         if int8:
             model = quantize_int8(model)
@@ -98,7 +98,8 @@ def _as_list(texts: str | Sequence[str]) -> list[str]:
     return texts
 
 
-def _find_base(manifest: dict[str, Any], cfg: RunConfig) -> str:
+def find_base(manifest: dict[str, Any], cfg: RunConfig) -> str:
+    """The base model folder of a run: its recorded name if it resolves here, else its recorded path."""
     recorded = manifest["base_model"]
     for candidate in (resolve_base(recorded.get("name", cfg.model.name)), recorded.get("path")):
         if candidate and Path(candidate).exists():
@@ -106,7 +107,8 @@ def _find_base(manifest: dict[str, Any], cfg: RunConfig) -> str:
     return resolve_base(recorded.get("name", cfg.model.name))
 
 
-def _check_base(path: str, manifest: dict[str, Any], run: Path) -> None:
+def check_base_identity(path: str, manifest: dict[str, Any], run: Path) -> None:
+    """Raise ModelError if the base at `path` does not have the weights sha256 the run was trained on."""
     expected = manifest["base_model"].get("weights_sha256")
     if not expected or not Path(path).exists():
         return

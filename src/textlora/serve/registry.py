@@ -175,7 +175,10 @@ def _load_run(spec: RunSpec, shared: dict[tuple[str, str | None], Any], check_ba
     from textlora.model.load import load_tokenizer
     from textlora.model.multi import SharedBase
     from textlora.model.saving import load_model
-    from textlora.predict import _check_base, _find_base  # the same base lookup and check as Predictor.load
+    from textlora.predict import (  # the same base lookup and check as Predictor.load
+        check_base_identity,
+        find_base,
+    )
     from textlora.run_folder import read_json, require_run
 
     run = require_run(spec.path)
@@ -186,9 +189,9 @@ def _load_run(spec: RunSpec, shared: dict[tuple[str, str | None], Any], check_ba
     if method == "full":
         model, tokenizer = load_model(run, method, "", label_map, cfg.model.attn_implementation)
     else:
-        base_path = _find_base(manifest, cfg)
+        base_path = find_base(manifest, cfg)
         if check_base:
-            _check_base(base_path, manifest, run)
+            check_base_identity(base_path, manifest, run)
         key = (base_path, manifest["base_model"].get("weights_sha256"))
         if key not in shared:
             shared[key] = SharedBase.load(base_path, label_map, cfg.model.attn_implementation)
