@@ -41,14 +41,25 @@ def staged_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     try:
         yield staging
         _fsync_tree(staging)
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        if out.exists():
-            os.replace(out, old)
-        os.replace(staging, out)
-        shutil.rmtree(old, ignore_errors=True)
+        _swap_in(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Put `staging` at `out`; if that fails after the old run was moved aside, move it back."""
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    had_old = out.exists()
+    if had_old:
+        os.replace(out, old)
+    try:
+        os.replace(staging, out)
+    except BaseException:
+        if had_old:
+            os.replace(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def check_writable(out: Path, overwrite: bool) -> None:
