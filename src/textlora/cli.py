@@ -74,11 +74,11 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from textlora.report import write_figures
+    from textlora.report import write_run_artifacts
     from textlora.train import train
 
     cfg = config_from_args(args)
-    result = train(cfg, overwrite=args.overwrite, progress=not args.quiet, before_commit=write_figures)
+    result = train(cfg, overwrite=args.overwrite, progress=not args.quiet, before_commit=write_run_artifacts)
     test = result.metrics["test"]
     print(f"test accuracy: {test['accuracy']:.4f}  macro-F1: {test['f1_macro']:.4f}  "
           f"(untrained base: {result.metrics.get('base', {}).get('test', {}).get('accuracy', float('nan')):.4f})")

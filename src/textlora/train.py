@@ -123,11 +123,12 @@ def train(cfg: RunConfig, overwrite: bool = False, progress: bool = True,
         write_json(tmp / "metrics.json", metrics)
         np.savez_compressed(tmp / "predictions.npz", **{f"{s}_{k}": v for s in logits for k, v in
                                                           (("logits", logits[s]), ("labels", np.asarray(prep.y[s])))})
-        if before_commit is not None:
-            before_commit(tmp, metrics)
         manifest = _manifest(cfg, data, base.path, base.new_modules, params, train_seconds,
                              time.time() - started, len(prep.y["train"]) * len(history))
-        write_json(tmp / "manifest.json", manifest)  # last: its presence marks the run complete
+        # the staging folder becomes the run only when whole, so hooks may read the manifest too
+        write_json(tmp / "manifest.json", manifest)
+        if before_commit is not None:
+            before_commit(tmp, metrics)
     say(f"run saved to {out}  ({time.time() - started:.0f}s)")
     return TrainResult(out, metrics, best_epoch, params, train_seconds)
 
@@ -271,7 +272,28 @@ def _manifest(cfg: RunConfig, data: Dataset, base_path: str, new_modules: list[s
         "train_examples_per_s": examples / train_seconds if train_seconds else None,
         "wall_seconds": wall_seconds,
         "environment": _environment(),
+        "peak_rss_mb": peak_rss_mb(),
     }
+
+
+def peak_rss_mb() -> float | None:
+    """Peak resident memory of this process so far, in MiB (Linux VmHWM, else ru_maxrss; None if unknown).
+
+    VmHWM belongs to the current address space, so a process started with `spawn` does not inherit
+    its parent's peak, as ru_maxrss does across fork + exec."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    try:
+        import resource
+
+        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return kb / (1024 * 1024) if sys.platform == "darwin" else kb / 1024  # bytes on macOS
+    except ImportError:
+        return None
 
 
 def _environment() -> dict[str, Any]:
