@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     for q in (e, pr):
         q.add_argument("--no-check-base", action="store_true", help="skip the base-model weight check")
+    add_report_commands(sub)
     return p
 
 
@@ -123,6 +124,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict}
+
+
+# ---- report, compare, sweep, runs: look at runs and line them up ---------------------------------------
+
+def add_report_commands(sub: Any) -> None:
+    """The `report`, `compare`, `sweep` and `runs` subcommands."""
+    r = sub.add_parser("report", help="render a run's self-contained HTML report (report.html)")
+    r.add_argument("run")
+    r.add_argument("--out", help="HTML file to write (default: RUN/report.html)")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from textlora.report import write_report
+    from textlora.run_folder import require_run
+
+    print(f"wrote {write_report(require_run(args.run), args.out)}")
+    return 0
+
+
+COMMANDS.update({"report": cmd_report})
 
 
 def main(argv: list[str] | None = None) -> int:

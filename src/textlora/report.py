@@ -221,6 +221,7 @@ def _curves_section(run: RunView) -> str:
     a.set_title("training loss")
     a.legend()
     b.set_xlabel("epoch")
+    b.xaxis.get_major_locator().set_params(integer=True)
     b.set_title("validation metrics")
     b.set_ylim(0, 1)
     if history:
