@@ -134,6 +134,21 @@ def add_report_commands(sub: Any) -> None:
     r.add_argument("run")
     r.add_argument("--out", help="HTML file to write (default: RUN/report.html)")
 
+    c = sub.add_parser("compare", help="line runs up (terminal + HTML table, accuracy-vs-time plot)")
+    c.add_argument("runs", nargs="*", help="finished run folders")
+    c.add_argument("--out", help="folder for compare.html/.md and the plot (default: beside the first run, "
+                                 "or runs/compare)")
+    c.add_argument("--baselines", action="store_true",
+                   help="first train the ladder majority, tfidf_logreg, head, lora, full on the same splits")
+    c.add_argument("--rungs", help="comma-separated subset of the ladder (default: all five)")
+    c.add_argument("--config", help="RunConfig YAML for the ladder (default: the first run's config.yaml)")
+    for flag, key in LADDER_FLAGS.items():
+        c.add_argument(flag, type=TRAIN_FLAGS[flag][1], dest=key.replace(".", "__"), help=f"ladder: sets {key}")
+    c.add_argument("--quiet", action="store_true")
+
+    ru = sub.add_parser("runs", help="list the finished runs under a folder with their key metrics")
+    ru.add_argument("dir", nargs="?", default="runs")
+
 
 def cmd_report(args: argparse.Namespace) -> int:
     from textlora.report import write_report
@@ -143,7 +158,47 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS.update({"report": cmd_report})
+LADDER_FLAGS = {f: TRAIN_FLAGS[f][0] for f in ("--data", "--model", "--max-train-samples", "--max-eval-samples",
+                                               "--max-length", "--epochs", "--batch-size", "--seed")}
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from textlora.compare import LADDER, compare
+    from textlora.config import RunConfig
+
+    if not args.runs and not args.baselines:
+        raise TextloraError("nothing to compare: give run folders, and/or --baselines with --data or --config.")
+    ladder = None
+    if args.baselines:
+        base = (RunConfig.from_yaml(args.config) if args.config else
+                RunConfig.from_yaml(Path(args.runs[0]) / "config.yaml", strict=False) if args.runs else RunConfig())
+        flags = {k: getattr(args, k.replace(".", "__")) for k in LADDER_FLAGS.values()}
+        ladder = base.with_overrides({k: v for k, v in flags.items() if v is not None})
+        if not ladder.data.path:
+            raise TextloraError("--baselines needs data: give a run folder, --config or --data.")
+    out = args.out or (Path(args.runs[0]).parent / "compare" if args.runs else Path("runs/compare"))
+    rungs = tuple(x.strip() for x in args.rungs.split(",")) if args.rungs else LADDER
+    result = compare(args.runs, out, ladder, rungs, progress=not args.quiet)
+    print(result.table())
+    print(f"wrote {result.html}, {result.markdown}, {result.plot}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from textlora.compare import HEADERS, list_runs
+    from textlora.render import text_table
+
+    rows = list_runs(args.dir) if Path(args.dir).is_dir() else None
+    if rows is None:
+        raise TextloraError(f"folder {args.dir} not found; pass the folder that holds your runs (default: runs).")
+    if not rows:
+        print(f"no finished runs under {args.dir}")
+        return 0
+    print(text_table(HEADERS, [r.cells() for r in rows]))
+    return 0
+
+
+COMMANDS.update({"report": cmd_report, "compare": cmd_compare, "runs": cmd_runs})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,7 @@ from textlora.config import RunConfig
 from textlora.data.batching import Encoded, collate, encode, train_batches
 from textlora.data.splits import Dataset, load_dataset
 from textlora.errors import ConfigError
+from textlora.memory import peak_rss_mb
 from textlora.metrics import classification_metrics, cross_entropy, headline
 from textlora.model.adapters import ParamCount, build_model, count_params, restore_state, trainable_state
 from textlora.model.inference import forward_logits
@@ -272,28 +273,8 @@ def _manifest(cfg: RunConfig, data: Dataset, base_path: str, new_modules: list[s
         "train_examples_per_s": examples / train_seconds if train_seconds else None,
         "wall_seconds": wall_seconds,
         "environment": _environment(),
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),  # textlora.memory
     }
-
-
-def peak_rss_mb() -> float | None:
-    """Peak resident memory of this process so far, in MiB (Linux VmHWM, else ru_maxrss; None if unknown).
-
-    VmHWM belongs to the current address space, so a process started with `spawn` does not inherit
-    its parent's peak, as ru_maxrss does across fork + exec."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    try:
-        import resource
-
-        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return kb / (1024 * 1024) if sys.platform == "darwin" else kb / 1024  # bytes on macOS
-    except ImportError:
-        return None
 
 
 def _environment() -> dict[str, Any]:
