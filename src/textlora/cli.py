@@ -146,6 +146,21 @@ def add_report_commands(sub: Any) -> None:
         c.add_argument(flag, type=TRAIN_FLAGS[flag][1], dest=key.replace(".", "__"), help=f"ladder: sets {key}")
     c.add_argument("--quiet", action="store_true")
 
+    sw = sub.add_parser("sweep", help="Optuna search over lr, dropout, r, alpha, weight decay; prunes bad trials")
+    sw.add_argument("--config", required=True, help="YAML run config the trials start from")
+    sw.add_argument("--trials", type=int, required=True, help="trials this worker runs (added to a resumed study)")
+    sw.add_argument("--out", help="sweep folder (default: <config out>-sweep)")
+    sw.add_argument("--storage", help="Optuna database URL shared by workers (default: sqlite in the sweep folder)")
+    sw.add_argument("--study-name", default="textlora")
+    sw.add_argument("--seed", type=int, help="sampler seed (default: train.seed); give each worker its own")
+    sw.add_argument("--metric", choices=["accuracy", "f1_macro"], help="validation metric to maximise")
+    sw.add_argument("--space", help="YAML file: key: {low, high, log, int} or key: null, applied to the defaults")
+    sw.add_argument("--range", action="append", default=[], metavar="KEY=LOW:HIGH[:log][:int]",
+                    help="change one searched range (repeatable); KEY=off drops it")
+    sw.add_argument("--no-prune", action="store_true", help="run every trial to the end")
+    sw.add_argument("--quiet", action="store_true")
+    sw.add_argument("overrides", nargs="*", metavar="key=value", help="fixed overrides of the config")
+
     ru = sub.add_parser("runs", help="list the finished runs under a folder with their key metrics")
     ru.add_argument("dir", nargs="?", default="runs")
 
@@ -198,7 +213,28 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS.update({"report": cmd_report, "compare": cmd_compare, "runs": cmd_runs})
+def cmd_sweep(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    from textlora.config import RunConfig, parse_overrides
+    from textlora.sweep import build_space, load_space, parse_range, sweep
+
+    if importlib.util.find_spec("optuna") is None:
+        raise TextloraError("textlora sweep needs optuna: pip install 'textlora[sweep]' (or pip install optuna).")
+    if args.trials < 1:
+        raise TextloraError(f"--trials must be at least 1, got {args.trials}.")
+    cfg = RunConfig.from_yaml(args.config).with_overrides(parse_overrides(args.overrides))
+    changes = load_space(args.space) if args.space else {}
+    changes.update(dict(parse_range(r) for r in args.range))
+    result = sweep(cfg, args.trials, args.out, build_space(cfg, changes), args.storage, args.study_name, args.seed,
+                   args.metric, prune=not args.no_prune, progress=not args.quiet)
+    print(result.table)
+    print(f"best: validation {result.best_value:.4f} with {result.best_params}")
+    print(f"wrote {result.folder}/results.md, results.html, sweep.png and {result.best_config}")
+    return 0
+
+
+COMMANDS.update({"report": cmd_report, "compare": cmd_compare, "sweep": cmd_sweep, "runs": cmd_runs})
 
 
 def main(argv: list[str] | None = None) -> int:
