@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     for q in (e, pr):
         q.add_argument("--no-check-base", action="store_true", help="skip the base-model weight check")
     _add_serve_parser(sub)
+    add_report_commands(sub)
     return p
 
 
@@ -80,12 +81,12 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from textlora.report import write_figures
+    from textlora.report import write_run_artifacts
     from textlora.train import train
 
     cfg = config_from_args(args)
     resume = "must" if args.resume else "never" if args.no_resume else "auto"
-    result = train(cfg, overwrite=args.overwrite, progress=not args.quiet, before_commit=write_figures,
+    result = train(cfg, overwrite=args.overwrite, progress=not args.quiet, before_commit=write_run_artifacts,
                    resume=resume)
     test = result.metrics["test"]
     print(f"test accuracy: {test['accuracy']:.4f}  macro-F1: {test['f1_macro']:.4f}  "
@@ -161,6 +162,117 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "serve": cmd_serve}
+
+
+# ---- report, compare, sweep, runs: look at runs and line them up ---------------------------------------
+
+def add_report_commands(sub: Any) -> None:
+    """The `report`, `compare`, `sweep` and `runs` subcommands."""
+    r = sub.add_parser("report", help="render a run's self-contained HTML report (report.html)")
+    r.add_argument("run")
+    r.add_argument("--out", help="HTML file to write (default: RUN/report.html)")
+
+    c = sub.add_parser("compare", help="line runs up (terminal + HTML table, accuracy-vs-time plot)")
+    c.add_argument("runs", nargs="*", help="finished run folders")
+    c.add_argument("--out", help="folder for compare.html/.md and the plot (default: beside the first run, "
+                                 "or runs/compare)")
+    c.add_argument("--baselines", action="store_true",
+                   help="first train the ladder majority, tfidf_logreg, head, lora, full on the same splits")
+    c.add_argument("--rungs", help="comma-separated subset of the ladder (default: all five)")
+    c.add_argument("--config", help="RunConfig YAML for the ladder (default: the first run's config.yaml)")
+    for flag, key in LADDER_FLAGS.items():
+        c.add_argument(flag, type=TRAIN_FLAGS[flag][1], dest=key.replace(".", "__"), help=f"ladder: sets {key}")
+    c.add_argument("--quiet", action="store_true")
+
+    sw = sub.add_parser("sweep", help="Optuna search over lr, dropout, r, alpha, weight decay; prunes bad trials")
+    sw.add_argument("--config", required=True, help="YAML run config the trials start from")
+    sw.add_argument("--trials", type=int, required=True, help="trials this worker runs (added to a resumed study)")
+    sw.add_argument("--out", help="sweep folder (default: <config out>-sweep)")
+    sw.add_argument("--storage", help="Optuna database URL shared by workers (default: sqlite in the sweep folder)")
+    sw.add_argument("--study-name", default="textlora")
+    sw.add_argument("--seed", type=int, help="sampler seed (default: train.seed); give each worker its own")
+    sw.add_argument("--metric", choices=["accuracy", "f1_macro"], help="validation metric to maximise")
+    sw.add_argument("--space", help="YAML file: key: {low, high, log, int} or key: null, applied to the defaults")
+    sw.add_argument("--range", action="append", default=[], metavar="KEY=LOW:HIGH[:log][:int]",
+                    help="change one searched range (repeatable); KEY=off drops it")
+    sw.add_argument("--no-prune", action="store_true", help="run every trial to the end")
+    sw.add_argument("--quiet", action="store_true")
+    sw.add_argument("overrides", nargs="*", metavar="key=value", help="fixed overrides of the config")
+
+    ru = sub.add_parser("runs", help="list the finished runs under a folder with their key metrics")
+    ru.add_argument("dir", nargs="?", default="runs")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from textlora.report import write_report
+    from textlora.run_folder import require_run
+
+    print(f"wrote {write_report(require_run(args.run), args.out)}")
+    return 0
+
+
+LADDER_FLAGS = {f: TRAIN_FLAGS[f][0] for f in ("--data", "--model", "--max-train-samples", "--max-eval-samples",
+                                               "--max-length", "--epochs", "--batch-size", "--seed")}
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from textlora.compare import LADDER, compare
+    from textlora.config import RunConfig
+
+    if not args.runs and not args.baselines:
+        raise TextloraError("nothing to compare: give run folders, and/or --baselines with --data or --config.")
+    ladder = None
+    if args.baselines:
+        base = (RunConfig.from_yaml(args.config) if args.config else
+                RunConfig.from_yaml(Path(args.runs[0]) / "config.yaml", strict=False) if args.runs else RunConfig())
+        flags = {k: getattr(args, k.replace(".", "__")) for k in LADDER_FLAGS.values()}
+        ladder = base.with_overrides({k: v for k, v in flags.items() if v is not None})
+        if not ladder.data.path:
+            raise TextloraError("--baselines needs data: give a run folder, --config or --data.")
+    out = args.out or (Path(args.runs[0]).parent / "compare" if args.runs else Path("runs/compare"))
+    rungs = tuple(x.strip() for x in args.rungs.split(",")) if args.rungs else LADDER
+    result = compare(args.runs, out, ladder, rungs, progress=not args.quiet)
+    print(result.table())
+    print(f"wrote {result.html}, {result.markdown}, {result.plot}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from textlora.compare import HEADERS, list_runs
+    from textlora.render import text_table
+
+    rows = list_runs(args.dir) if Path(args.dir).is_dir() else None
+    if rows is None:
+        raise TextloraError(f"folder {args.dir} not found; pass the folder that holds your runs (default: runs).")
+    if not rows:
+        print(f"no finished runs under {args.dir}")
+        return 0
+    print(text_table(HEADERS, [r.cells() for r in rows]))
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    from textlora.config import RunConfig, parse_overrides
+    from textlora.sweep import build_space, load_space, parse_range, sweep
+
+    if importlib.util.find_spec("optuna") is None:
+        raise TextloraError("textlora sweep needs optuna: pip install 'textlora[sweep]' (or pip install optuna).")
+    if args.trials < 1:
+        raise TextloraError(f"--trials must be at least 1, got {args.trials}.")
+    cfg = RunConfig.from_yaml(args.config).with_overrides(parse_overrides(args.overrides))
+    changes = load_space(args.space) if args.space else {}
+    changes.update(dict(parse_range(r) for r in args.range))
+    result = sweep(cfg, args.trials, args.out, build_space(cfg, changes), args.storage, args.study_name, args.seed,
+                   args.metric, prune=not args.no_prune, progress=not args.quiet)
+    print(result.table)
+    print(f"best: validation {result.best_value:.4f} with {result.best_params}")
+    print(f"wrote {result.folder}/results.md, results.html, sweep.png and {result.best_config}")
+    return 0
+
+
+COMMANDS.update({"report": cmd_report, "compare": cmd_compare, "sweep": cmd_sweep, "runs": cmd_runs})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,6 +33,7 @@ from textlora.config import RunConfig
 from textlora.data.batching import Encoded, collate, encode, train_batches
 from textlora.data.splits import Dataset, load_dataset
 from textlora.errors import ConfigError
+from textlora.memory import peak_rss_mb
 from textlora.metrics import classification_metrics, cross_entropy, headline
 from textlora.model.adapters import ParamCount, build_model, count_params, restore_state, trainable_state
 from textlora.model.inference import forward_logits
@@ -153,11 +154,12 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
         write_json(tmp / "metrics.json", metrics)
         np.savez_compressed(tmp / "predictions.npz", **{f"{s}_{k}": v for s in logits for k, v in
                                                           (("logits", logits[s]), ("labels", np.asarray(prep.y[s])))})
-        if before_commit is not None:
-            before_commit(tmp, metrics)
         manifest = _manifest(cfg, data, base.path, base.new_modules, params, train_seconds,
                              time.time() - started, len(prep.y["train"]) * len(history))
-        write_json(tmp / "manifest.json", manifest)  # last: its presence marks the run complete
+        # the staging folder becomes the run only when whole, so hooks may read the manifest too
+        write_json(tmp / "manifest.json", manifest)
+        if before_commit is not None:
+            before_commit(tmp, metrics)
     remove_checkpoints(ckpt.folder)
     dist.barrier()
     say(f"run saved to {out}  ({time.time() - started:.0f}s)")
@@ -373,6 +375,7 @@ def _manifest(cfg: RunConfig, data: Dataset, base_path: str, new_modules: list[s
         "train_examples_per_s": examples / train_seconds if train_seconds else None,
         "wall_seconds": wall_seconds,
         "environment": _environment(),
+        "peak_rss_mb": peak_rss_mb(),  # textlora.memory
     }
 
 

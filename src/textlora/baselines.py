@@ -1,0 +1,117 @@
+"""Baselines without a transformer, on the same splits as a run: the majority class, and TF-IDF word
+and bigram features with logistic regression (scikit-learn). They bottom the ladder `textlora compare
+--baselines` climbs, so a user sees what fine-tuning a transformer buys.
+
+>>> from textlora.config import DataConfig
+>>> result = tfidf_logreg(load_dataset(DataConfig(path="data/emotion")))  # doctest: +SKIP
+>>> round(result.metrics["test"]["accuracy"], 2)  # doctest: +SKIP
+0.86
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from textlora.data.splits import Dataset, load_dataset
+from textlora.metrics import classification_metrics, cross_entropy
+
+TFIDF_C = (0.3, 1.0, 3.0, 10.0, 30.0)
+"""Inverse regularisation strengths tried; the one with the best validation accuracy is kept."""
+
+
+@dataclass
+class BaselineResult:
+    """Metrics of a baseline and what it cost, in the units `compare` shows for runs."""
+
+    name: str
+    metrics: dict[str, Any]
+    """{'validation': ..., 'test': ...} as in a run's metrics.json."""
+    params: int
+    """Fitted numbers (class priors; or the coefficients and intercepts)."""
+    size_bytes: int
+    """Size of the pickled model."""
+    train_seconds: float
+    peak_rss_mb: float | None = None
+    details: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BaselineResult:
+        return cls(**d)
+
+
+def majority(data: Dataset) -> BaselineResult:
+    """Predict the most frequent training label; the probabilities are the training label frequencies."""
+    t0 = time.time()
+    y = {s: np.asarray(data.label_map.encode(sp.labels)) for s, sp in data.splits().items()}
+    prior = np.bincount(y["train"], minlength=data.label_map.num_labels) / len(y["train"])
+    seconds = time.time() - t0
+    logits = np.log(np.maximum(prior, 1e-12))
+    metrics = {s: _metrics(np.tile(logits, (len(y[s]), 1)), y[s], data) for s in ("validation", "test")}
+    return BaselineResult("majority", metrics, int(prior.size), len(pickle.dumps(prior)), seconds,
+                          details={"predicts": data.label_map.labels[int(prior.argmax())]})
+
+
+def tfidf_logreg(data: Dataset, seed: int = 42, grid: tuple[float, ...] = TFIDF_C) -> BaselineResult:
+    """TF-IDF (words and bigrams, sublinear tf) + multinomial logistic regression; C picked on validation."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    t0 = time.time()
+    y = {s: np.asarray(data.label_map.encode(sp.labels)) for s, sp in data.splits().items()}
+    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
+    x = {"train": vec.fit_transform(data.train.texts)}
+    x.update({s: vec.transform(data.splits()[s].texts) for s in ("validation", "test")})
+    best = None
+    for c in grid:
+        clf = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(x["train"], y["train"])
+        acc = float((clf.predict(x["validation"]) == y["validation"]).mean())
+        if best is None or acc > best[0]:
+            best = (acc, c, clf)
+    seconds = time.time() - t0
+    _, c, clf = best
+    logits = {s: _full_log_proba(clf, x[s], data.label_map.num_labels) for s in ("validation", "test")}
+    metrics = {s: _metrics(logits[s], y[s], data) for s in logits}
+    params = int(clf.coef_.size + clf.intercept_.size)
+    return BaselineResult("tfidf_logreg", metrics, params, len(pickle.dumps((vec, clf))), seconds,
+                          details={"C": c, "vocabulary": len(vec.vocabulary_), "C_grid": list(grid)})
+
+
+BASELINES = {"majority": majority, "tfidf_logreg": tfidf_logreg}
+
+
+def run_baseline(name: str, data_cfg: dict[str, Any], out: str | Path) -> BaselineResult:
+    """Load the data of `data_cfg` (a DataConfig as dict), run baseline `name`, save `out/result.json`."""
+    from textlora.config import DataConfig
+    from textlora.memory import peak_rss_mb
+    from textlora.run_folder import write_json
+
+    if name not in BASELINES:
+        raise ValueError(f"unknown baseline {name!r}; choose from {sorted(BASELINES)}.")
+    result = BASELINES[name](load_dataset(DataConfig(**data_cfg)))
+    result.peak_rss_mb = peak_rss_mb()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "result.json", {"data": data_cfg, **result.to_dict()})
+    return result
+
+
+def _full_log_proba(clf: Any, x: Any, k: int) -> np.ndarray:
+    """Log-probabilities over all k labels (a label absent from train gets ~0 probability)."""
+    out = np.full((x.shape[0], k), np.log(1e-12))
+    out[:, clf.classes_] = clf.predict_log_proba(x)
+    return out
+
+
+def _metrics(logits: np.ndarray, y: np.ndarray, data: Dataset) -> dict[str, Any]:
+    m = classification_metrics(y, logits.argmax(axis=1), data.label_map.labels)
+    m["loss"] = cross_entropy(logits, y)
+    return m
