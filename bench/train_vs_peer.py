@@ -16,11 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
+
+from textlora.memory import peak_rss_mb  # noqa: E402 - light module, no torch
 
 PEER_HPARAMS = {"r": 16, "alpha": 32, "dropout": 0.1, "targets": ["query", "value"], "batch": 16, "lr": 5e-4,
                 "weight_decay": 0.01}
@@ -129,7 +130,7 @@ def _result(name: str, n: int, tokens: int, seconds: float, epochs: int, m: dict
             "seconds_per_epoch": round(seconds / epochs, 1), "train_examples_per_s": round(n * epochs / seconds, 1),
             "train_tokens_per_s": round(tokens * epochs / seconds, 1), "mean_tokens": round(tokens / n, 1),
             "test_accuracy": round(m["accuracy"], 4), "test_f1_macro": round(m["f1_macro"], 4),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "peak_rss_mb": round(peak_rss_mb(), 1)}  # VmHWM of this child process
 
 
 def _child(which: str, args: argparse.Namespace) -> dict:
