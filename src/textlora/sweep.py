@@ -243,11 +243,11 @@ def _trial_value(t: Any) -> float | None:
 
 
 def _cell(v: Any) -> Any:
-    return float(f"{v:.4g}") if isinstance(v, float) else v
+    return f"{v:.3g}" if isinstance(v, float) else v
 
 
-def _round(v: float | None) -> float | None:
-    return None if v is None else round(v, 1)
+def _round(v: float | None) -> str | None:
+    return None if v is None else f"{v:.0f}"
 
 
 def _duration(t: Any) -> float | None:
