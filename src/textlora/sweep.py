@@ -279,6 +279,7 @@ def plot_sweep(trials: list[Any], metric: str, path: Path) -> Path:
     a.set_ylabel(f"validation {metric}")
     a.set_title("trials (x: pruned)")
     b.set_xscale("log")
+    b.xaxis.set_minor_formatter(plt.NullFormatter())  # minor labels of a narrow log range overlap
     b.set_xlabel("train.lr")
     b.set_ylabel(f"validation {metric}")
     b.set_title("metric vs learning rate")
