@@ -53,11 +53,12 @@ class Row:
     created: str = ""
 
     def cells(self) -> list[Any]:
-        mb = None if self.size_bytes is None else round(self.size_bytes / 2**20, 2)
+        def num(v: float | None, spec: str) -> str | None:
+            return None if v is None else format(v, spec)
+
         return [self.name, self.method, self.val_accuracy, self.test_accuracy, self.test_f1_macro,
-                None if self.trainable is None else f"{self.trainable:,}", mb,
-                None if self.train_seconds is None else round(self.train_seconds, 1),
-                None if self.peak_rss_mb is None else round(self.peak_rss_mb)]
+                num(self.trainable, ","), num(None if self.size_bytes is None else self.size_bytes / 2**20, ".2f"),
+                num(self.train_seconds, ".1f"), num(self.peak_rss_mb, ".0f")]
 
 
 def run_row(run_dir: str | Path, name: str | None = None) -> Row:

@@ -243,11 +243,11 @@ def _trial_value(t: Any) -> float | None:
 
 
 def _cell(v: Any) -> Any:
-    return float(f"{v:.4g}") if isinstance(v, float) else v
+    return f"{v:.3g}" if isinstance(v, float) else v
 
 
-def _round(v: float | None) -> float | None:
-    return None if v is None else round(v, 1)
+def _round(v: float | None) -> str | None:
+    return None if v is None else f"{v:.0f}"
 
 
 def _duration(t: Any) -> float | None:
@@ -279,6 +279,7 @@ def plot_sweep(trials: list[Any], metric: str, path: Path) -> Path:
     a.set_ylabel(f"validation {metric}")
     a.set_title("trials (x: pruned)")
     b.set_xscale("log")
+    b.xaxis.set_minor_formatter(plt.NullFormatter())  # minor labels of a narrow log range overlap
     b.set_xlabel("train.lr")
     b.set_ylabel(f"validation {metric}")
     b.set_title("metric vs learning rate")
