@@ -19,7 +19,8 @@ from textlora.errors import TextloraError
 # flag -> dotted config key; the flag's help is the field's docstring in config.py
 TRAIN_FLAGS = {
     "--data": ("data.path", str), "--text-column": ("data.text_column", str),
-    "--label-column": ("data.label_column", str), "--max-train-samples": ("data.max_train_samples", int),
+    "--label-column": ("data.label_column", str), "--label-sep": ("data.label_sep", str),
+    "--text-pair-column": ("data.text_pair_column", str), "--max-train-samples": ("data.max_train_samples", int),
     "--max-eval-samples": ("data.max_eval_samples", int),
     "--model": ("model.name", str), "--method": ("model.method", str), "--max-length": ("model.max_length", int),
     "--r": ("lora.r", int), "--alpha": ("lora.alpha", float), "--dropout": ("lora.dropout", float),
@@ -115,8 +116,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise TextloraError("nothing to classify: give texts as arguments or --input FILE.")
     clf = Predictor.load(args.run, check_base=not args.no_check_base)
     proba = clf.predict_proba(texts)
-    rows = [{"text": t, "label": clf.labels_[int(p.argmax())],
-             "scores": {name: round(float(s), 6) for name, s in zip(clf.labels_, p)}} for t, p in zip(texts, proba)]
+    chosen = clf.predict(texts) if clf.label_map.multi_label else [clf.labels_[int(p.argmax())] for p in proba]
+    rows = [{"text": t, "label": c, "scores": {name: round(float(s), 6) for name, s in zip(clf.labels_, p)}}
+            for t, c, p in zip(texts, chosen, proba)]  # multi-label: "label" is the list over the thresholds
     if args.output or args.json or args.input:
         lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
         if args.output:
@@ -126,7 +128,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             sys.stdout.write(lines)
     else:
         for r in rows:
-            print(f"{r['label']}\t{r['scores'][r['label']]:.3f}\t{r['text']}")
+            shown = r["label"] if isinstance(r["label"], list) else [r["label"]]
+            scores = ",".join(f"{r['scores'][n]:.3f}" for n in shown)
+            print(f"{','.join(shown) or '-'}\t{scores or '-'}\t{r['text']}")
     return 0
 
 
