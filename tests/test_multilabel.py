@@ -106,3 +106,17 @@ def test_multilabel_metrics_known_values():
     assert m["f1_micro"] == pytest.approx(2 * 3 / (2 * 3 + 1))
     assert m["n_single_label"] == 2 and m["single_label_accuracy"] == 1.0
     assert m["per_class"]["b"]["recall"] == 0.5
+
+
+def test_serving_uses_the_saved_thresholds(multilabel_run):
+    pytest.importorskip("fastapi")
+    from textlora.serve.app import _prediction
+    from textlora.serve.registry import Registry, RunSpec
+
+    run = multilabel_run[0] / "run"
+    reg = Registry.load([RunSpec("ml", run)])
+    scores = reg.scores("ml", TEXTS)
+    clf = Predictor.load(run)
+    np.testing.assert_allclose(scores, clf.predict_proba(TEXTS), atol=1e-5)
+    served = [_prediction(reg.runs["ml"].labels, row, reg.runs["ml"].thresholds)["labels"] for row in scores]
+    assert served == clf.predict(TEXTS)

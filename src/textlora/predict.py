@@ -42,7 +42,7 @@ class Predictor:
         self.manifest = manifest
         self.run_dir = run_dir
         self.batch_size = batch_size
-        self.thresholds_ = _thresholds(run_dir, label_map) if label_map.multi_label else None
+        self.thresholds_ = load_thresholds(run_dir, label_map) if label_map.multi_label else None
         """Multi-label runs: per-label decision thresholds in `labels_` order; None for single-label."""
 
     @property
@@ -102,7 +102,7 @@ def load(run_dir: str | Path, check_base: bool = True) -> Predictor:
     return Predictor.load(run_dir, check_base=check_base)
 
 
-def _thresholds(run_dir: Path, label_map: LabelMap) -> np.ndarray:
+def load_thresholds(run_dir: Path, label_map: LabelMap) -> np.ndarray:
     """The per-label thresholds of a multi-label run (0.5 for a label the file lacks, or without the file)."""
     path = Path(run_dir) / "thresholds.json"
     saved = read_json(path) if path.is_file() else {}

@@ -65,6 +65,8 @@ class ServedRun:
     model: Any
     """A `SharedBase` (lora and head runs) or a plain model (full runs)."""
     shared: bool = False
+    thresholds: list[float] | None = None
+    """Multi-label runs: the per-label decision thresholds of `thresholds.json`; None for single-label."""
 
     def info(self) -> dict[str, Any]:
         """What `GET /v1/models` says about the run."""
@@ -178,6 +180,7 @@ def _load_run(spec: RunSpec, shared: dict[tuple[str, str | None], Any], check_ba
     from textlora.predict import (  # the same base lookup and check as Predictor.load
         check_base_identity,
         find_base,
+        load_thresholds,
     )
     from textlora.run_folder import read_json, require_run
 
@@ -202,7 +205,8 @@ def _load_run(spec: RunSpec, shared: dict[tuple[str, str | None], Any], check_ba
             model.add_head(spec.name, run)
         tokenizer = load_tokenizer(str(run / "tokenizer" if (run / "tokenizer").is_dir() else base_path))
     return ServedRun(spec.name, run, method, label_map.labels, label_map.multi_label, cfg.model.max_length,
-                     tokenizer, manifest, _summary(run), model)
+                     tokenizer, manifest, _summary(run), model,
+                     thresholds=load_thresholds(run, label_map).tolist() if label_map.multi_label else None)
 
 
 def _summary(run: Path) -> dict[str, Any]:
