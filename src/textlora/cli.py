@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     for q in (e, pr):
         q.add_argument("--no-check-base", action="store_true", help="skip the base-model weight check")
+    x = sub.add_parser("export", help="write a run as a merged full-precision Hugging Face model folder")
+    x.add_argument("run")
+    x.add_argument("--out", required=True, help="a new folder")
+    x.add_argument("--no-check-base", action="store_true", help="skip the base-model weight check")
     _add_serve_parser(sub)
     return p
 
@@ -134,6 +138,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from textlora.predict import export_merged
+
+    out = export_merged(args.run, args.out, check_base=not args.no_check_base)
+    print(f"wrote {out}: load it with AutoModelForSequenceClassification.from_pretrained({str(out)!r})")
+    return 0
+
+
 # --- serve (issue 6) ---------------------------------------------------------------------------
 
 def _add_serve_parser(sub: Any) -> None:
@@ -164,7 +176,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # --- end serve ---------------------------------------------------------------------------------
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "serve": cmd_serve}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "serve": cmd_serve,
+            "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

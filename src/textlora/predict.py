@@ -97,6 +97,25 @@ class Predictor:
         return labels[0] if isinstance(texts, str) else labels
 
 
+def export_merged(run_dir: str | Path, out: str | Path, check_base: bool = True) -> Path:
+    """Write the run at `run_dir` as a merged full-precision Hugging Face model folder at `out`: the base
+    in fp32 (dequantized NF4 for qlora runs) with the LoRA update merged in and the trained head.
+    Multi-label runs keep `problem_type` but not their thresholds: copy `thresholds.json` if you need them.
+
+    >>> export_merged("runs/emotion-qlora", "exported/emotion")  # doctest: +SKIP
+    >>> AutoModelForSequenceClassification.from_pretrained("exported/emotion")  # doctest: +SKIP
+    """
+    from textlora.model.saving import save_merged
+
+    clf = Predictor.load(run_dir, check_base=check_base)
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ModelError(f"{out} exists and is not empty; choose a new folder for the export.")
+    base = find_base(clf.manifest, clf.config) if clf.manifest["method"] != "full" else str(clf.run_dir / "model")
+    save_merged(clf.model, base, clf.label_map, clf.tokenizer, out, clf.config.model.attn_implementation)
+    return out
+
+
 def load(run_dir: str | Path, check_base: bool = True) -> Predictor:
     """Shortcut for `Predictor.load`."""
     return Predictor.load(run_dir, check_base=check_base)

@@ -46,6 +46,7 @@ from textlora.metrics import (
 from textlora.model.adapters import ParamCount, build_model, count_params, restore_state, trainable_state
 from textlora.model.inference import forward_logits
 from textlora.model.load import base_identity, load_base
+from textlora.model.quantization import quantization_config
 from textlora.model.saving import save_model
 from textlora.run_folder import check_writable, staged_dir, write_json
 
@@ -126,7 +127,7 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
     say(f"data: {data.describe()}  labels: {data.label_map.labels}")
     torch.manual_seed(cfg.train.seed)  # the fresh head's init
     base = load_base(cfg.model.name, data.label_map, cfg.model.attn_implementation,
-                     dropout=cfg.model.dropout)
+                     quantization_config=quantization_config(cfg.model.method), dropout=cfg.model.dropout)
     prep = _prepare(data, base.tokenizer, cfg)
 
     ckpt = _checkpointing(cfg, data, resume, say) if dist.main else None
