@@ -93,7 +93,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train(cfg, overwrite=args.overwrite, progress=not args.quiet, before_commit=write_figures,
                    resume=resume)
     test = result.metrics["test"]
-    print(f"test accuracy: {test['accuracy']:.4f}  macro-F1: {test['f1_macro']:.4f}  "
+    multi = (f"  micro-F1: {test['f1_micro']:.4f}  single-label accuracy: {test['single_label_accuracy']:.4f} "
+             "(accuracy is subset accuracy)") if "f1_micro" in test else ""
+    print(f"test accuracy: {test['accuracy']:.4f}  macro-F1: {test['f1_macro']:.4f}{multi}  "
           f"(untrained base: {result.metrics.get('base', {}).get('test', {}).get('accuracy', float('nan')):.4f})")
     return 0
 
