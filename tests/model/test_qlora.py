@@ -79,3 +79,12 @@ def test_export_round_trip_predicts_the_same(qlora_run, tmp_path):
     np.testing.assert_allclose(logits, Predictor.load(run).logits(TEXTS), atol=1e-4)
     assert model.config.id2label == {0: "neg", 1: "neu", 2: "pos"}
     assert not any(is_4bit(m) for m in model.modules())
+
+
+def test_serving_a_qlora_run_matches_the_predictor(qlora_run):
+    pytest.importorskip("fastapi")
+    from textlora.serve.registry import Registry, RunSpec
+
+    run = qlora_run[0] / "run"
+    reg = Registry.load([RunSpec("q", run)])
+    np.testing.assert_allclose(reg.scores("q", TEXTS), Predictor.load(run).predict_proba(TEXTS), atol=1e-5)
