@@ -120,3 +120,17 @@ def test_serving_uses_the_saved_thresholds(multilabel_run):
     np.testing.assert_allclose(scores, clf.predict_proba(TEXTS), atol=1e-5)
     served = [_prediction(reg.runs["ml"].labels, row, reg.runs["ml"].thresholds)["labels"] for row in scores]
     assert served == clf.predict(TEXTS)
+
+
+def test_cli_predict_prints_label_lists_and_export_writes_a_folder(multilabel_run, tmp_path, capsys):
+    from textlora.cli import main
+
+    run = multilabel_run[0] / "run"
+    assert main(["predict", str(run), *TEXTS[:2], "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["label"] for r in rows] == Predictor.load(run).predict(TEXTS[:2])
+    assert main(["export", str(run), "--out", str(tmp_path / "x")]) == 0
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "x"))
+    assert model.config.problem_type == "multi_label_classification"
