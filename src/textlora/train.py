@@ -171,7 +171,7 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
         if prep.multi:
             write_json(tmp / "thresholds.json", metrics["thresholds"])
         np.savez_compressed(tmp / "predictions.npz", **{f"{s}_{k}": v for s in logits for k, v in
-                                                          (("logits", logits[s]), ("labels", _label_array(prep, s)))})
+                                                          (("logits", logits[s]), ("labels", _targets(prep, s).numpy()))})
         if before_commit is not None:
             before_commit(tmp, metrics)
         manifest = _manifest(cfg, data, base.path, base.new_modules, params, train_seconds,
@@ -359,10 +359,6 @@ def _targets(prep: _Prepared, split: str) -> torch.Tensor:
     if prep.multi:
         return torch.from_numpy(multi_hot(prep.y[split], prep.data.label_map.num_labels))
     return torch.tensor(prep.y[split])
-
-
-def _label_array(prep: _Prepared, split: str) -> np.ndarray:
-    return _targets(prep, split).numpy()
 
 
 _LOSSES = {False: torch.nn.functional.cross_entropy,  # softmax over the labels
