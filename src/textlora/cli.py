@@ -19,7 +19,8 @@ from textlora.errors import TextloraError
 # flag -> dotted config key; the flag's help is the field's docstring in config.py
 TRAIN_FLAGS = {
     "--data": ("data.path", str), "--text-column": ("data.text_column", str),
-    "--label-column": ("data.label_column", str), "--max-train-samples": ("data.max_train_samples", int),
+    "--label-column": ("data.label_column", str), "--label-sep": ("data.label_sep", str),
+    "--text-pair-column": ("data.text_pair_column", str), "--max-train-samples": ("data.max_train_samples", int),
     "--max-eval-samples": ("data.max_eval_samples", int),
     "--model": ("model.name", str), "--method": ("model.method", str), "--max-length": ("model.max_length", int),
     "--r": ("lora.r", int), "--alpha": ("lora.alpha", float), "--dropout": ("lora.dropout", float),
@@ -65,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     for q in (e, pr):
         q.add_argument("--no-check-base", action="store_true", help="skip the base-model weight check")
+    x = sub.add_parser("export", help="write a run as a merged full-precision Hugging Face model folder")
+    x.add_argument("run")
+    x.add_argument("--out", required=True, help="a new folder")
+    x.add_argument("--no-check-base", action="store_true", help="skip the base-model weight check")
     _add_serve_parser(sub)
     add_report_commands(sub)
     return p
@@ -89,7 +94,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train(cfg, overwrite=args.overwrite, progress=not args.quiet, before_commit=write_run_artifacts,
                    resume=resume)
     test = result.metrics["test"]
-    print(f"test accuracy: {test['accuracy']:.4f}  macro-F1: {test['f1_macro']:.4f}  "
+    multi = (f"  micro-F1: {test['f1_micro']:.4f}  single-label accuracy: {test['single_label_accuracy']:.4f} "
+             "(accuracy is subset accuracy)") if "f1_micro" in test else ""
+    print(f"test accuracy: {test['accuracy']:.4f}  macro-F1: {test['f1_macro']:.4f}{multi}  "
           f"(untrained base: {result.metrics.get('base', {}).get('test', {}).get('accuracy', float('nan')):.4f})")
     return 0
 
@@ -116,8 +123,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise TextloraError("nothing to classify: give texts as arguments or --input FILE.")
     clf = Predictor.load(args.run, check_base=not args.no_check_base)
     proba = clf.predict_proba(texts)
-    rows = [{"text": t, "label": clf.labels_[int(p.argmax())],
-             "scores": {name: round(float(s), 6) for name, s in zip(clf.labels_, p)}} for t, p in zip(texts, proba)]
+    chosen = clf.predict(texts) if clf.label_map.multi_label else [clf.labels_[int(p.argmax())] for p in proba]
+    rows = [{"text": t, "label": c, "scores": {name: round(float(s), 6) for name, s in zip(clf.labels_, p)}}
+            for t, c, p in zip(texts, chosen, proba)]  # multi-label: "label" is the list over the thresholds
     if args.output or args.json or args.input:
         lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
         if args.output:
@@ -127,7 +135,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
             sys.stdout.write(lines)
     else:
         for r in rows:
-            print(f"{r['label']}\t{r['scores'][r['label']]:.3f}\t{r['text']}")
+            shown = r["label"] if isinstance(r["label"], list) else [r["label"]]
+            scores = ",".join(f"{r['scores'][n]:.3f}" for n in shown)
+            print(f"{','.join(shown) or '-'}\t{scores or '-'}\t{r['text']}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from textlora.predict import export_merged
+
+    out = export_merged(args.run, args.out, check_base=not args.no_check_base)
+    print(f"wrote {out}: load it with AutoModelForSequenceClassification.from_pretrained({str(out)!r})")
     return 0
 
 
@@ -161,7 +179,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # --- end serve ---------------------------------------------------------------------------------
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "serve": cmd_serve}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "serve": cmd_serve,
+            "export": cmd_export}
 
 
 # ---- report, compare, sweep, runs: look at runs and line them up ---------------------------------------

@@ -115,7 +115,7 @@ class TrainConfig:
     seed: int = 42
     """Seeds the head's init, dropout and the data order."""
     select_metric: Literal["accuracy", "f1_macro"] = "accuracy"
-    """Validation metric that picks the best epoch."""
+    """Validation metric that picks the best epoch (multi-label runs always use f1_macro)."""
     eval_base: bool = True
     """Also evaluate the untrained base model (fresh head) as a reference."""
     num_threads: int | None = None

@@ -3,6 +3,12 @@
 >>> clf = load("runs/emotion-lora")  # doctest: +SKIP
 >>> clf.predict(["i feel wonderful today"])  # doctest: +SKIP
 ['joy']
+
+A multi-label run (trained on label lists) predicts every label whose sigmoid score reaches its
+threshold, tuned on validation at training time and saved as `thresholds.json` in the run folder:
+
+>>> load("runs/goemotions-lora").predict(["thanks, that made me laugh"])  # doctest: +SKIP
+[['amusement', 'gratitude']]
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from textlora.config import RunConfig
 from textlora.data.batching import encode
 from textlora.data.labels import LabelMap
 from textlora.errors import ModelError
-from textlora.metrics import softmax
+from textlora.metrics import sigmoid, softmax
 from textlora.model.inference import forward_logits, quantize_int8
 from textlora.model.load import base_identity, resolve_base
 from textlora.model.saving import load_model
@@ -36,6 +42,8 @@ class Predictor:
         self.manifest = manifest
         self.run_dir = run_dir
         self.batch_size = batch_size
+        self.thresholds_ = load_thresholds(run_dir, label_map) if label_map.multi_label else None
+        """Multi-label runs: per-label decision thresholds in `labels_` order; None for single-label."""
 
     @property
     def labels_(self) -> list[str]:
@@ -73,19 +81,51 @@ class Predictor:
         return forward_logits(self.model, enc, self.tokenizer.pad_token_id, self.batch_size)
 
     def predict_proba(self, texts: str | Sequence[str]) -> np.ndarray:
-        """Class probabilities (n, num_labels), columns in `labels_` order."""
-        return softmax(self.logits(_as_list(texts)))
+        """Scores (n, num_labels), columns in `labels_` order: softmax probabilities, or an independent
+        sigmoid score per label for multi-label runs."""
+        logits = self.logits(_as_list(texts))
+        return sigmoid(logits) if self.label_map.multi_label else softmax(logits)
 
-    def predict(self, texts: str | Sequence[str]) -> list[str] | str:
-        """Label names; a single string in gives a single label out."""
-        ids = self.logits(_as_list(texts)).argmax(axis=1)
-        labels = [self.label_map.labels[i] for i in ids]
+    def predict(self, texts: str | Sequence[str]) -> list[str] | str | list[list[str]]:
+        """Label names; a single string in gives a single label out. Multi-label runs give a list of the
+        labels whose score reaches their threshold per text (possibly empty)."""
+        if self.label_map.multi_label:
+            chosen = self.predict_proba(texts) >= self.thresholds_[None, :]
+            labels = [[name for name, c in zip(self.labels_, row) if c] for row in chosen]
+        else:
+            labels = [self.labels_[i] for i in self.logits(_as_list(texts)).argmax(axis=1)]
         return labels[0] if isinstance(texts, str) else labels
+
+
+def export_merged(run_dir: str | Path, out: str | Path, check_base: bool = True) -> Path:
+    """Write the run at `run_dir` as a merged full-precision Hugging Face model folder at `out`: the base
+    in fp32 (dequantized NF4 for qlora runs) with the LoRA update merged in and the trained head.
+    Multi-label runs keep `problem_type` but not their thresholds: copy `thresholds.json` if you need them.
+
+    >>> export_merged("runs/emotion-qlora", "exported/emotion")  # doctest: +SKIP
+    >>> AutoModelForSequenceClassification.from_pretrained("exported/emotion")  # doctest: +SKIP
+    """
+    from textlora.model.saving import save_merged
+
+    clf = Predictor.load(run_dir, check_base=check_base)
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ModelError(f"{out} exists and is not empty; choose a new folder for the export.")
+    base = find_base(clf.manifest, clf.config) if clf.manifest["method"] != "full" else str(clf.run_dir / "model")
+    save_merged(clf.model, base, clf.label_map, clf.tokenizer, out, clf.config.model.attn_implementation)
+    return out
 
 
 def load(run_dir: str | Path, check_base: bool = True) -> Predictor:
     """Shortcut for `Predictor.load`."""
     return Predictor.load(run_dir, check_base=check_base)
+
+
+def load_thresholds(run_dir: Path, label_map: LabelMap) -> np.ndarray:
+    """The per-label thresholds of a multi-label run (0.5 for a label the file lacks, or without the file)."""
+    path = Path(run_dir) / "thresholds.json"
+    saved = read_json(path) if path.is_file() else {}
+    return np.array([float(saved.get(name, 0.5)) for name in label_map.labels])
 
 
 def _as_list(texts: str | Sequence[str]) -> list[str]:
@@ -127,7 +167,13 @@ def evaluate_split(clf: Predictor, data_path: str, split: str = "test", text_col
         DataError: a label of the split is not one of the run's labels.
     """
     from textlora.data.splits import load_dataset
-    from textlora.metrics import classification_metrics, cross_entropy
+    from textlora.metrics import (
+        binary_cross_entropy,
+        classification_metrics,
+        cross_entropy,
+        multi_hot,
+        multilabel_metrics,
+    )
 
     data_cfg = clf.config.data
     overrides = {"path": data_path, "max_train_samples": None, "max_eval_samples": None}
@@ -136,6 +182,11 @@ def evaluate_split(clf: Predictor, data_path: str, split: str = "test", text_col
     s = load_dataset(cfg).splits()[split]
     y = clf.label_map.encode(s.labels, source=Path(s.source).name, row_names=s.row_names or None)
     logits = clf.logits(s.texts)
+    if clf.label_map.multi_label:
+        y = multi_hot(y, len(clf.labels_))
+        m = multilabel_metrics(y, sigmoid(logits), clf.labels_, clf.thresholds_)
+        m["loss"] = binary_cross_entropy(logits, y)
+        return m
     m = classification_metrics(y, logits.argmax(axis=1), clf.labels_)
     m["loss"] = cross_entropy(logits, y)
     return m

@@ -324,7 +324,9 @@ def _multilabel_section(run: RunView) -> str:
     if "validation" not in run.logits or "test" not in run.logits:
         return "<p class=\"muted\">no predictions.npz: per-label F1 needs the saved logits.</p>"
     val, test = sigmoid(run.logits["validation"]), sigmoid(run.logits["test"])
-    thresholds = fit_thresholds(val, run.y["validation"])
+    saved = run.metrics.get("thresholds")  # the run's own, tuned on validation at training time
+    thresholds = (np.array([saved[name] for name in run.labels]) if isinstance(saved, dict)
+                  else fit_thresholds(val, run.y["validation"]))
     f1 = per_label_f1(test, run.y["test"], thresholds)
     f1_half = per_label_f1(test, run.y["test"], np.full(len(run.labels), 0.5))
     support = np.asarray(run.y["test"]).sum(axis=0)

@@ -34,10 +34,20 @@ from textlora.data.batching import Encoded, collate, encode, train_batches
 from textlora.data.splits import Dataset, load_dataset
 from textlora.errors import ConfigError
 from textlora.memory import peak_rss_mb
-from textlora.metrics import classification_metrics, cross_entropy, headline
+from textlora.metrics import (
+    binary_cross_entropy,
+    classification_metrics,
+    cross_entropy,
+    headline,
+    multi_hot,
+    multilabel_metrics,
+    sigmoid,
+    tune_thresholds,
+)
 from textlora.model.adapters import ParamCount, build_model, count_params, restore_state, trainable_state
 from textlora.model.inference import forward_logits
 from textlora.model.load import base_identity, load_base
+from textlora.model.quantization import quantization_config
 from textlora.model.saving import save_model
 from textlora.run_folder import check_writable, staged_dir, write_json
 
@@ -62,8 +72,15 @@ class TrainResult:
 class _Prepared:
     data: Dataset
     enc: dict[str, Encoded]
-    y: dict[str, list[int]]
+    y: dict[str, list]
+    """Label ids per split: an int per row, or a list of ids per row for multi-label data."""
     pad_id: int
+    thresholds: np.ndarray | None = None
+    """Multi-label only: per-label decision thresholds (None: 0.5 each, as during the epochs)."""
+
+    @property
+    def multi(self) -> bool:
+        return self.data.label_map.multi_label
 
 
 def train(cfg: RunConfig, overwrite: bool = False, progress: bool = True,
@@ -108,13 +125,10 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
     say = print if progress else (lambda *a, **k: None)
 
     data = load_dataset(cfg.data)
-    if data.label_map.multi_label:
-        raise ConfigError("multi-label data (a list of labels per row) is not supported by this version yet; "
-                          "use single-label data.")
     say(f"data: {data.describe()}  labels: {data.label_map.labels}")
     torch.manual_seed(cfg.train.seed)  # the fresh head's init
     base = load_base(cfg.model.name, data.label_map, cfg.model.attn_implementation,
-                     dropout=cfg.model.dropout)
+                     quantization_config=quantization_config(cfg.model.method), dropout=cfg.model.dropout)
     prep = _prepare(data, base.tokenizer, cfg)
 
     ckpt = _checkpointing(cfg, data, resume, say) if dist.main else None
@@ -136,6 +150,9 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
 
     logits = {s: forward_logits(model, prep.enc[s], prep.pad_id, cfg.train.eval_batch_size)
               for s in ("validation", "test")}
+    if prep.multi:  # thresholds tuned on validation after training; the validation figures are optimistic
+        prep.thresholds = tune_thresholds(_targets(prep, "validation").numpy(), sigmoid(logits["validation"]))
+        metrics["thresholds"] = dict(zip(data.label_map.labels, prep.thresholds.tolist()))
     metrics.update({s: _metrics(logits[s], prep, s) for s in ("validation", "test")})
     metrics["history"] = history
     metrics["best_epoch"] = best_epoch
@@ -152,8 +169,10 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
         save_model(model, cfg.model.method, tmp, base.new_modules)
         _write_loss_log(tmp / "loss_log.jsonl", history)  # moves the per-step losses out of `history`
         write_json(tmp / "metrics.json", metrics)
+        if prep.multi:
+            write_json(tmp / "thresholds.json", metrics["thresholds"])
         np.savez_compressed(tmp / "predictions.npz", **{f"{s}_{k}": v for s in logits for k, v in
-                                                          (("logits", logits[s]), ("labels", np.asarray(prep.y[s])))})
+                                                          (("logits", logits[s]), ("labels", _targets(prep, s).numpy()))})
         manifest = _manifest(cfg, data, base.path, base.new_modules, params, train_seconds,
                              time.time() - started, len(prep.y["train"]) * len(history))
         # the staging folder becomes the run only when whole, so hooks may read the manifest too
@@ -195,7 +214,9 @@ def _fit(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, progress: bool
     steps_per_epoch = math.ceil(len(lengths) / tc.batch_size)
     scheduler = _linear_schedule(optimizer, int(tc.warmup_ratio * steps_per_epoch * tc.epochs),
                                  steps_per_epoch * tc.epochs)
-    y_train = torch.tensor(prep.y["train"])
+    y_train = _targets(prep, "train")  # class ids, or a multi-hot matrix for multi-label
+    loss_fn = _LOSSES[prep.multi]
+    select = "f1_macro" if prep.multi else tc.select_metric  # multi-label: macro-F1 at thresholds 0.5
     s = ckpt.restore(model, optimizer, scheduler) if ckpt and ckpt.resume_from else _LoopState()
     dist = dist or distributed.Dist()
     step_model = dist.wrap(model)  # DDP averages gradients across ranks; the same module otherwise
@@ -208,7 +229,7 @@ def _fit(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, progress: bool
             idx = dist.shard(batches[b])  # this rank's share of the global batch
             inputs = collate(prep.enc["train"], idx, prep.pad_id)
             logits = step_model(**inputs).logits  # (B, num_labels)
-            loss = torch.nn.functional.cross_entropy(logits.float(), y_train[idx])
+            loss = loss_fn(logits.float(), y_train[idx])
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, tc.max_grad_norm)
             optimizer.step()
@@ -234,8 +255,8 @@ def _fit(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, progress: bool
                   f"({seconds:.0f}s, {record['train_examples_per_s']:.0f} ex/s)")
         if on_epoch is not None:
             on_epoch(epoch, val)
-        if val[tc.select_metric] > s.best_score:
-            s.best_score, s.best_epoch, s.best_state = val[tc.select_metric], epoch, trainable_state(model)
+        if val[select] > s.best_score:
+            s.best_score, s.best_epoch, s.best_state = val[select], epoch, trainable_state(model)
         s.epoch, s.batch, s.losses = epoch + 1, 0, []
         if ckpt:
             ckpt.save(s, model, optimizer, scheduler)
@@ -324,10 +345,27 @@ def _evaluate(model: torch.nn.Module, prep: _Prepared, split: str, cfg: RunConfi
 
 
 def _metrics(logits: np.ndarray, prep: _Prepared, split: str) -> dict[str, Any]:
-    y = prep.y[split]
-    m = classification_metrics(y, logits.argmax(axis=1), prep.data.label_map.labels)
-    m["loss"] = cross_entropy(logits, y)
+    labels = prep.data.label_map.labels
+    if prep.multi:
+        y = multi_hot(prep.y[split], len(labels))
+        m = multilabel_metrics(y, sigmoid(logits), labels, 0.5 if prep.thresholds is None else prep.thresholds)
+        m["loss"] = binary_cross_entropy(logits, y)
+        return m
+    m = classification_metrics(prep.y[split], logits.argmax(axis=1), labels)
+    m["loss"] = cross_entropy(logits, prep.y[split])
     return m
+
+
+def _targets(prep: _Prepared, split: str) -> torch.Tensor:
+    """Training targets: class ids (n,), or a float multi-hot matrix (n, num_labels) for multi-label."""
+    if prep.multi:
+        return torch.from_numpy(multi_hot(prep.y[split], prep.data.label_map.num_labels))
+    return torch.tensor(prep.y[split])
+
+
+_LOSSES = {False: torch.nn.functional.cross_entropy,  # softmax over the labels
+           True: torch.nn.functional.binary_cross_entropy_with_logits}  # an independent sigmoid per label
+"""The training loss, keyed by `LabelMap.multi_label`."""
 
 
 def _setup_torch(cfg: RunConfig) -> None:

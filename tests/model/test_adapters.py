@@ -100,3 +100,16 @@ def test_gpt2_pools_last_real_token_with_right_padding(tiny_models):
     alone = base.tokenizer(["good day"], return_tensors="pt")
     padded = base.tokenizer(["good day", "the bad chair was very sad"], padding=True, return_tensors="pt")
     torch.testing.assert_close(model(**padded).logits[0], model(**alone).logits[0], atol=1e-5, rtol=1e-5)
+
+
+def test_qlora_without_bitsandbytes_names_the_extra(monkeypatch, tiny_models, tiny_data, tmp_path):
+    import sys
+
+    from conftest import tiny_config
+
+    from textlora.train import train
+
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import bitsandbytes now raises ImportError
+    with pytest.raises(ImportError, match=r'pip install "textlora\[qlora\]"'):
+        train(tiny_config(tiny_data, tiny_models["bert"], tmp_path / "run", "qlora"), progress=False)
+    assert not (tmp_path / "run").exists()

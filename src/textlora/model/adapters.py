@@ -1,4 +1,5 @@
-"""The methods: `lora` (PEFT adapters + trained head), `full`, `head` (body frozen).
+"""The methods: `lora` (PEFT adapters + trained head), `qlora` (the same on a 4-bit NF4 base, see
+`model/quantization.py`), `full`, `head` (body frozen).
 
 This module and `model/saving.py` are the only places that know PEFT.
 The head modules (classifier, DistilBERT's pre_classifier, GPT-2's score, BERT's pooler, and any
@@ -87,7 +88,7 @@ def _build_lora(model: torch.nn.Module, lora: LoraConfig, heads: list[str]) -> t
     cfg = PeftLoraConfig(
         task_type="SEQ_CLS", r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
         target_modules=targets, modules_to_save=[h.rsplit(".", 1)[-1] for h in heads],
-        fan_in_fan_out=getattr(model.config, "model_type", "") == "gpt2",
+        fan_in_fan_out=_is_conv1d(model.get_submodule(targets[0])),  # GPT-2's Conv1D, unless 4-bit (Linear)
     )
     with warnings.catch_warnings():  # PEFT calls a transformers API deprecated in v5; not ours to fix
         warnings.simplefilter("ignore", FutureWarning)
@@ -110,7 +111,19 @@ def _build_head(model: torch.nn.Module, lora: LoraConfig, heads: list[str]) -> t
 
 
 def _build_qlora(model: torch.nn.Module, lora: LoraConfig, heads: list[str]) -> torch.nn.Module:
-    raise ConfigError("method 'qlora' is not available yet in this version; use --method lora.")
+    """LoRA on a base loaded in 4-bit (`load_base(..., quantization_config=nf4_config())`)."""
+    from textlora.model.quantization import is_4bit, prepare_for_kbit
+
+    if not any(is_4bit(m) for m in model.modules()):
+        raise ConfigError("method 'qlora' needs a base loaded in 4-bit; load it with "
+                          "load_base(name, labels, quantization_config=nf4_config()).")
+    return _build_lora(prepare_for_kbit(model), lora, heads)
+
+
+def _is_conv1d(module: torch.nn.Module) -> bool:
+    from transformers.pytorch_utils import Conv1D
+
+    return isinstance(module, Conv1D)
 
 
 _BUILDERS = {"lora": _build_lora, "full": _build_full, "head": _build_head, "qlora": _build_qlora}

@@ -44,13 +44,18 @@ class SharedBase:
         self._originals: dict[str, torch.nn.Module] = {}
 
     @classmethod
-    def load(cls, base_path: str, label_map: LabelMap, attn_implementation: str = "sdpa") -> SharedBase:
-        """Load the base body once, in eval mode; its own (random) head is never used for a run."""
-        base = load_base(base_path, label_map, attn_implementation)
-        base.model.eval()
-        for p in base.model.parameters():
+    def load(cls, base_path: str, label_map: LabelMap, attn_implementation: str = "sdpa",
+             quantization_config: object | None = None) -> SharedBase:
+        """Load the base body once, in eval mode; its own (random) head is never used for a run.
+        With `quantization_config` (qlora runs) the base is loaded in NF4 and dequantized to fp32: the
+        weights those adapters were trained against."""
+        from textlora.model.quantization import dequantize
+
+        base = load_base(base_path, label_map, attn_implementation, quantization_config=quantization_config)
+        model = dequantize(base.model).eval()
+        for p in model.parameters():
             p.requires_grad_(False)
-        return cls(base.model, base_path)
+        return cls(model, base_path)
 
     @property
     def runs(self) -> list[str]:

@@ -6,6 +6,12 @@
 |        | as `modules_to_save`, so `peft.PeftModel.from_pretrained(base, run/"adapter")` restores it all |
 | head | `head.safetensors`: the head modules' tensors, by parameter name |
 | full | `model/`: a complete `save_pretrained` folder |
+
+A qlora run saves its adapter like a lora run. To predict, the base is loaded in 4-bit NF4 as in
+training, dequantized to fp32 (`quantization.dequantize`: exactly the weights the adapter was trained
+against), and the adapter merged in: an fp32 model that computes what the 4-bit one computed, with no
+4-bit kernels at inference. Loading it needs bitsandbytes, like training it.
+`save_merged` writes any loaded run as a plain Hugging Face folder (`textlora export`).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from textlora.data.labels import LabelMap
 from textlora.errors import ModelError
 from textlora.model.adapters import head_modules
 from textlora.model.load import load_base, load_tokenizer
+from textlora.model.quantization import dequantize, quantization_config
 
 
 def save_model(model: torch.nn.Module, method: str, run_dir: Path, new_modules: list[str]) -> None:
@@ -48,11 +55,35 @@ def load_model(run_dir: Path, method: str, base_name: str, label_map: LabelMap,
         base = load_base(str(run_dir / "model"), label_map, attn_implementation)
         model = base.model
     else:
-        base = load_base(base_name, label_map, attn_implementation)
-        model = _LOADERS[method](base.model, run_dir, merge)
+        base = load_base(base_name, label_map, attn_implementation, quantization_config=quantization_config(method))
+        model = _LOADERS[method](dequantize(base.model), run_dir, merge)
     _check_head_size(model, label_map, run_dir)
     tokenizer = load_tokenizer(str(run_dir / "tokenizer")) if (run_dir / "tokenizer").is_dir() else base.tokenizer
     return model.eval(), tokenizer
+
+
+def save_merged(model: torch.nn.Module, base_name: str, label_map: LabelMap, tokenizer: object, out: Path,
+                attn_implementation: str = "sdpa") -> None:
+    """Write a merged fp32 `model` (as `load_model` returns it) to `out` as a plain Hugging Face folder,
+    loadable with `AutoModelForSequenceClassification.from_pretrained(out)`.
+
+    The weights go into a fresh fp32 copy of the base, so the folder has the base's own layer types:
+    a dequantized qlora GPT-2 holds `nn.Linear` (out, in) where GPT-2 has `Conv1D` (in, out).
+    """
+    from transformers.pytorch_utils import Conv1D
+
+    fresh = load_base(base_name, label_map, attn_implementation).model
+    conv = {f"{n}.weight" for n, m in fresh.named_modules() if isinstance(m, Conv1D)}
+    linear = {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    target = fresh.state_dict()
+    with torch.no_grad():
+        for k, v in model.state_dict().items():
+            if k not in target:
+                raise ModelError(f"cannot export: tensor {k} has no place in the base {base_name}.")
+            target[k].copy_(v.T if k in conv and k in linear else v)
+    out.mkdir(parents=True, exist_ok=True)
+    fresh.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
 
 
 def _load_lora(model: torch.nn.Module, run_dir: Path, merge: bool) -> torch.nn.Module:

@@ -104,7 +104,7 @@ def build_app(registry: Registry, options: ServeOptions, metrics: ServerMetrics 
             raise HTTPException(404, f"unknown model {req.model!r}; this server has {registry.names}. "
                                      "GET /v1/models lists them.")
         scores = await batcher.submit(req.model, list(req.texts))
-        return {"model": req.model, "predictions": [_prediction(run.labels, row, run.multi_label) for row in scores]}
+        return {"model": req.model, "predictions": [_prediction(run.labels, row, run.thresholds) for row in scores]}
 
     @app.get("/v1/models", response_model=ModelsResponse)
     async def models() -> dict[str, Any]:
@@ -138,9 +138,11 @@ def _request_model(options: ServeOptions, names: list[str]) -> type[BaseModel]:
     )
 
 
-def _prediction(labels: list[str], row: Any, multi_label: bool) -> dict[str, Any]:
+def _prediction(labels: list[str], row: Any, thresholds: list[float] | None) -> dict[str, Any]:
+    """`thresholds`: a multi-label run's per-label thresholds (every label over its own is chosen); None
+    for single-label runs (the top label)."""
     top = int(row.argmax())
-    chosen = [name for name, s in zip(labels, row) if s >= 0.5] if multi_label else [labels[top]]
+    chosen = [n for n, s, t in zip(labels, row, thresholds) if s >= t] if thresholds is not None else [labels[top]]
     return {"label": labels[top], "labels": chosen, "scores": {n: round(float(s), 6) for n, s in zip(labels, row)}}
 
 

@@ -65,6 +65,8 @@ class ServedRun:
     model: Any
     """A `SharedBase` (lora and head runs) or a plain model (full runs)."""
     shared: bool = False
+    thresholds: list[float] | None = None
+    """Multi-label runs: the per-label decision thresholds of `thresholds.json`; None for single-label."""
 
     def info(self) -> dict[str, Any]:
         """What `GET /v1/models` says about the run."""
@@ -110,7 +112,7 @@ class Registry:
         if duplicates:
             raise ConfigError(f"run names {duplicates} are given more than once; name each run: NAME=PATH.")
         reg = cls()
-        shared: dict[tuple[str, str | None], Any] = {}
+        shared: dict[tuple[str, str | None, bool], Any] = {}
         for spec in specs:
             reg.runs[spec.name] = _load_run(spec, shared, check_base)
         for base in shared.values():
@@ -168,16 +170,18 @@ def _forward(model: Any, enc: Any, pad_id: int, max_rows: int) -> np.ndarray:
     return out
 
 
-def _load_run(spec: RunSpec, shared: dict[tuple[str, str | None], Any], check_base: bool) -> ServedRun:
+def _load_run(spec: RunSpec, shared: dict[tuple[str, str | None, bool], Any], check_base: bool) -> ServedRun:
     """Load one run, onto the shared base of its group when it is a lora or head run."""
     from textlora.config import RunConfig
     from textlora.data.labels import LabelMap
     from textlora.model.load import load_tokenizer
     from textlora.model.multi import SharedBase
+    from textlora.model.quantization import quantization_config
     from textlora.model.saving import load_model
     from textlora.predict import (  # the same base lookup and check as Predictor.load
         check_base_identity,
         find_base,
+        load_thresholds,
     )
     from textlora.run_folder import read_json, require_run
 
@@ -192,9 +196,11 @@ def _load_run(spec: RunSpec, shared: dict[tuple[str, str | None], Any], check_ba
         base_path = find_base(manifest, cfg)
         if check_base:
             check_base_identity(base_path, manifest, run)
-        key = (base_path, manifest["base_model"].get("weights_sha256"))
+        # a qlora adapter was trained on the NF4 base: its runs share a dequantized copy of that
+        key = (base_path, manifest["base_model"].get("weights_sha256"), method == "qlora")
         if key not in shared:
-            shared[key] = SharedBase.load(base_path, label_map, cfg.model.attn_implementation)
+            shared[key] = SharedBase.load(base_path, label_map, cfg.model.attn_implementation,
+                                          quantization_config(method))
         model = shared[key]
         if method in ("lora", "qlora"):
             model.add_lora(spec.name, run)
@@ -202,7 +208,8 @@ def _load_run(spec: RunSpec, shared: dict[tuple[str, str | None], Any], check_ba
             model.add_head(spec.name, run)
         tokenizer = load_tokenizer(str(run / "tokenizer" if (run / "tokenizer").is_dir() else base_path))
     return ServedRun(spec.name, run, method, label_map.labels, label_map.multi_label, cfg.model.max_length,
-                     tokenizer, manifest, _summary(run), model)
+                     tokenizer, manifest, _summary(run), model,
+                     thresholds=load_thresholds(run, label_map).tolist() if label_map.multi_label else None)
 
 
 def _summary(run: Path) -> dict[str, Any]:

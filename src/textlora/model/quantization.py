@@ -1,0 +1,74 @@
+"""QLoRA's 4-bit base: bitsandbytes-only code, imported lazily so a CPU-only install without the
+`qlora` extra can still import textlora.
+
+QLoRA (Dettmers et al., 2023, https://arxiv.org/abs/2305.14314) freezes the base in 4-bit NormalFloat
+(NF4) and trains LoRA adapters on top in full precision. bitsandbytes >= 0.45 runs NF4 on a CPU.
+The head modules stay in fp32: they are newly initialized and trained fully.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from textlora.model.adapters import HEAD_NAMES
+
+INSTALL_HINT = 'pip install "textlora[qlora]"'
+
+
+def require_bitsandbytes() -> None:
+    """Raise ImportError naming the extra to install when bitsandbytes is missing."""
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ImportError(f"method 'qlora' needs the package bitsandbytes, which is not installed. "
+                          f"Run `{INSTALL_HINT}`, or use --method lora.") from None
+
+
+def nf4_config() -> object:
+    """A `transformers.BitsAndBytesConfig` that loads every linear layer in 4-bit NF4 except the head.
+
+    Computation is in fp32 (a CPU has no fast bf16 matmul); `llm_int8_skip_modules` keeps the head
+    modules (`HEAD_NAMES`) as plain fp32 `nn.Linear`, so they can be trained and saved as usual.
+    """
+    require_bitsandbytes()
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32,
+                              llm_int8_skip_modules=_skip_patterns())
+
+
+def _skip_patterns() -> list[str]:
+    """Module-name patterns transformers leaves unquantized: each head name at any depth. transformers 5
+    matches a pattern as a regex from the start of the name, 4.x as a substring; the list covers both
+    (a bare `pooler` would leave BERT's `bert.pooler.dense` quantized under 5)."""
+    return list(HEAD_NAMES) + [rf"(?:.*\.)?{name}" for name in HEAD_NAMES]
+
+
+def quantization_config(method: str) -> object | None:
+    """What `load_base` needs for `method`: the NF4 config for 'qlora', else None (full precision)."""
+    return nf4_config() if method == "qlora" else None
+
+
+def prepare_for_kbit(model: torch.nn.Module) -> torch.nn.Module:
+    """PEFT's `prepare_model_for_kbit_training`: freeze the base, keep norms in fp32. Gradient
+    checkpointing stays off: on these small models it costs more time than the memory it saves."""
+    from peft import prepare_model_for_kbit_training
+
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+
+
+def dequantize(model: torch.nn.Module) -> torch.nn.Module:
+    """Replace every 4-bit layer by an fp32 `nn.Linear` holding its dequantized weight. The result
+    computes exactly what the 4-bit model computed (the weights the adapter was trained against)."""
+    if not any(is_4bit(m) for m in model.modules()):
+        return model
+    return model.dequantize()
+
+
+def is_4bit(module: torch.nn.Module) -> bool:
+    """Whether `module` is a bitsandbytes 4-bit linear layer (not PEFT's LoRA wrapper of one)."""
+    try:
+        from bitsandbytes.nn import Linear4bit
+    except ImportError:
+        return False
+    return isinstance(module, Linear4bit)
