@@ -107,14 +107,17 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def write_splits(folder: Path, train: int = 90, validation: int = 30, test: int = 30) -> Path:
+    """A dataset folder with train/validation/test JSONL files of `make_rows` (seeds 1, 2, 3)."""
+    for split, (n, seed) in {"train": (train, 1), "validation": (validation, 2), "test": (test, 3)}.items():
+        write_jsonl(folder / f"{split}.jsonl", make_rows(n, seed=seed))
+    return folder
+
+
 @pytest.fixture
 def tiny_data(tmp_path) -> Path:
     """A dataset folder with train (90), validation (30) and test (30) JSONL files."""
-    folder = tmp_path / "data"
-    write_jsonl(folder / "train.jsonl", make_rows(90, seed=1))
-    write_jsonl(folder / "validation.jsonl", make_rows(30, seed=2))
-    write_jsonl(folder / "test.jsonl", make_rows(30, seed=3))
-    return folder
+    return write_splits(tmp_path / "data")
 
 
 def tiny_config(data: Path, model: Path, out: Path, method: str = "lora", epochs: int = 2, **train):

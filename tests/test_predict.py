@@ -14,11 +14,10 @@ from textlora.train import train
 
 @pytest.fixture(scope="module")
 def run_and_other_base(tiny_models, tmp_path_factory):
-    from conftest import make_rows, write_jsonl
+    from conftest import write_splits
 
     root = tmp_path_factory.mktemp("check")
-    for split, (n, seed) in {"train": (60, 1), "validation": (15, 2), "test": (15, 3)}.items():
-        write_jsonl(root / "data" / f"{split}.jsonl", make_rows(n, seed))
+    write_splits(root / "data", 60, 15, 15)
     train(tiny_config(root / "data", tiny_models["bert"], root / "run", epochs=1), progress=False)
     other = make_tiny_model("bert", root / "other-bert", seed=123)  # same architecture and shapes, other weights
     return root / "run", other

@@ -8,7 +8,7 @@ import time
 
 import pytest
 import torch
-from conftest import make_rows, tiny_config, write_jsonl
+from conftest import tiny_config, write_splits
 
 from textlora.checkpoint import checkpoint_dir, load_latest, save_checkpoint
 from textlora.errors import ConfigError
@@ -20,11 +20,7 @@ METRIC_KEYS = ("accuracy", "f1_macro", "loss")
 @pytest.fixture(scope="module")
 def long_data(tmp_path_factory):
     """Enough rows that an epoch is 100 steps of 4 on a tiny model."""
-    folder = tmp_path_factory.mktemp("long")
-    write_jsonl(folder / "train.jsonl", make_rows(400, seed=1))
-    write_jsonl(folder / "validation.jsonl", make_rows(60, seed=2))
-    write_jsonl(folder / "test.jsonl", make_rows(60, seed=3))
-    return folder
+    return write_splits(tmp_path_factory.mktemp("long"), 400, 60, 60)
 
 
 def _cfg(data, model, out, **train_kw):

@@ -53,11 +53,10 @@ def test_training_lowers_the_loss(tiny_models, tiny_data, tmp_path):
 
 @pytest.fixture(scope="module")
 def lora_run(tiny_models, tmp_path_factory):
-    from conftest import make_rows, write_jsonl
+    from conftest import write_splits
 
     root = tmp_path_factory.mktemp("lora_run")
-    for split, (n, seed) in {"train": (90, 1), "validation": (30, 2), "test": (30, 3)}.items():
-        write_jsonl(root / "data" / f"{split}.jsonl", make_rows(n, seed))
+    write_splits(root / "data")
     train(tiny_config(root / "data", tiny_models["bert"], root / "run", epochs=3), progress=False)
     return root / "run"
 
