@@ -84,6 +84,10 @@ class LoraConfig:
     """Dropout on the adapter input (0 by default for CPU speed, like model.dropout)."""
     target_modules: list[str] | None = None
     """Suffixes of the linear layers that get adapters; null picks all attention and MLP layers of the architecture."""
+    top_layers: int | None = None
+    """Adapters only on the top N transformer layers; null: every layer. The layers below stay frozen and
+    their outputs are computed once, not every epoch (train.cache_frozen): faster, at an accuracy cost
+    measured in bench/RESULTS.md."""
 
     def __post_init__(self) -> None:
         if self.r <= 0:
@@ -92,6 +96,8 @@ class LoraConfig:
             raise ConfigError(f"lora.alpha must be positive, got {self.alpha}.")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"lora.dropout must be in [0, 1), got {self.dropout}.")
+        if self.top_layers is not None and self.top_layers < 1:
+            raise ConfigError(f"lora.top_layers must be a positive integer or null, got {self.top_layers}.")
         if isinstance(self.target_modules, str):
             self.target_modules = [m.strip() for m in self.target_modules.split(",") if m.strip()]
 
@@ -120,6 +126,9 @@ class TrainConfig:
     """Also evaluate the untrained base model (fresh head) as a reference."""
     num_threads: int | None = None
     """torch intra-op threads; null uses every core."""
+    cache_frozen: bool = True
+    """Compute the outputs of frozen, dropout-free lower layers once per split and reuse them every epoch
+    (lora.top_layers, or method 'head'); exact up to float rounding. Off: they run in every step."""
     checkpoint_every: int = 500
     """Steps between checkpoints (one is also written at each epoch end); 0: epoch ends only."""
     keep_checkpoints: int = 2

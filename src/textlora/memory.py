@@ -25,3 +25,14 @@ def peak_rss_mb() -> float | None:
     except ImportError:
         return None
 
+
+
+def available_mb() -> float | None:
+    """Memory the system can still give without swapping, in MiB (Linux MemAvailable; None if unknown)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None

@@ -33,7 +33,7 @@ from textlora.config import RunConfig
 from textlora.data.batching import Encoded, collate, encode, train_batches
 from textlora.data.splits import Dataset, load_dataset
 from textlora.errors import ConfigError
-from textlora.memory import peak_rss_mb
+from textlora.memory import available_mb, peak_rss_mb
 from textlora.metrics import (
     binary_cross_entropy,
     classification_metrics,
@@ -46,6 +46,7 @@ from textlora.metrics import (
 )
 from textlora.model.adapters import ParamCount, build_model, count_params, restore_state, trainable_state
 from textlora.model.inference import forward_logits
+from textlora.model.layer_cache import LayerCache, cache_blocker, first_trained_layer
 from textlora.model.load import base_identity, load_base
 from textlora.model.quantization import quantization_config
 from textlora.model.saving import save_model
@@ -145,11 +146,11 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
     params = count_params(model)
     say(params)
     t0 = time.time()
-    history, best_epoch = _fit(model, prep, cfg, progress, on_epoch, ckpt, dist)
+    cache = _layer_cache(model, prep, cfg, dist, say)  # counted in the training time
+    history, best_epoch = _fit(model, prep, cfg, progress, on_epoch, ckpt, dist, cache)
     train_seconds = time.time() - t0
 
-    logits = {s: forward_logits(model, prep.enc[s], prep.pad_id, cfg.train.eval_batch_size)
-              for s in ("validation", "test")}
+    logits = {s: _logits(model, prep, s, cfg, cache) for s in ("validation", "test")}
     if prep.multi:  # thresholds tuned on validation after training; the validation figures are optimistic
         prep.thresholds = tune_thresholds(_targets(prep, "validation").numpy(), sigmoid(logits["validation"]))
         metrics["thresholds"] = dict(zip(data.label_map.labels, prep.thresholds.tolist()))
@@ -203,10 +204,10 @@ class _LoopState:
 
 
 def _fit(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, progress: bool,
-         on_epoch: Callable[[int, dict], None] | None = None,
-         ckpt: _Checkpointing | None = None, dist: distributed.Dist | None = None) -> tuple[list[dict], int]:
+         on_epoch: Callable[[int, dict], None] | None = None, ckpt: _Checkpointing | None = None,
+         dist: distributed.Dist | None = None, cache: LayerCache | None = None) -> tuple[list[dict], int]:
     """The training loop. Returns the per-epoch history and the best epoch (1-based); the model
-    is left holding the best epoch's weights."""
+    is left holding the best epoch's weights. With a `cache`, only the layers above the frozen ones run."""
     tc = cfg.train
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = _optimizer(model, tc.resolved_lr(cfg.model.method), tc.weight_decay)
@@ -227,8 +228,10 @@ def _fit(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, progress: bool
         t_epoch, seen = time.time(), 0
         for b in range(s.batch, len(batches)):
             idx = dist.shard(batches[b])  # this rank's share of the global batch
-            inputs = collate(prep.enc["train"], idx, prep.pad_id)
-            logits = step_model(**inputs).logits  # (B, num_labels)
+            if cache is None:
+                logits = step_model(**collate(prep.enc["train"], idx, prep.pad_id)).logits  # (B, num_labels)
+            else:
+                logits = cache.forward(step_model, cache.inputs("train", prep.enc["train"], idx, prep.pad_id)).logits
             loss = loss_fn(logits.float(), y_train[idx])
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, tc.max_grad_norm)
@@ -245,7 +248,7 @@ def _fit(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, progress: bool
         if bar is not None:
             bar.close()
         seconds = time.time() - t_epoch
-        val = _evaluate(model, prep, "validation", cfg)
+        val = _metrics(_logits(model, prep, "validation", cfg, cache), prep, "validation")
         record = {"epoch": epoch, "train_loss": float(np.mean([x[1] for x in s.losses])), "seconds": seconds,
                   "train_examples_per_s": seen / seconds, "steps": s.losses,
                   **{f"val_{k}": v for k, v in headline(val).items()}}
@@ -342,6 +345,36 @@ def _prepare(data: Dataset, tokenizer: Any, cfg: RunConfig) -> _Prepared:
 
 def _evaluate(model: torch.nn.Module, prep: _Prepared, split: str, cfg: RunConfig) -> dict[str, Any]:
     return _metrics(forward_logits(model, prep.enc[split], prep.pad_id, cfg.train.eval_batch_size), prep, split)
+
+
+def _logits(model: torch.nn.Module, prep: _Prepared, split: str, cfg: RunConfig,
+            cache: LayerCache | None) -> np.ndarray:
+    if cache is None:
+        return forward_logits(model, prep.enc[split], prep.pad_id, cfg.train.eval_batch_size)
+    return cache.logits(model, split, prep.enc[split], prep.pad_id, cfg.train.eval_batch_size)
+
+
+def _layer_cache(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, dist: distributed.Dist,
+                 say: Callable[..., None]) -> LayerCache | None:
+    """A cache of the frozen lower layers' outputs when they can be cached (`textlora.model.layer_cache`)."""
+    split_at = first_trained_layer(model)
+    if not cfg.train.cache_frozen or split_at == 0:
+        return None
+    hidden = getattr(model.config, "hidden_size", 0)
+    need_mb = sum(sum(e.lengths) for e in prep.enc.values()) * hidden * 4 / 2**20
+    free_mb = available_mb()
+    why = (cache_blocker(model, split_at)
+           or ("several processes train (DDP)" if dist.world > 1 else None)
+           or (f"it needs {need_mb:,.0f} MB, over half the {free_mb:,.0f} MB available"
+               if free_mb is not None and need_mb > free_mb / 2 else None))
+    if why:
+        say(f"frozen layers 0-{split_at - 1} run in every step, not cached: {why}")
+        return None
+    t = time.time()
+    cache = LayerCache.build(model, prep.enc, prep.pad_id, split_at, cfg.train.eval_batch_size)
+    say(f"cached the outputs of frozen layers 0-{split_at - 1} for every split: "
+        f"{cache.nbytes / 2**20:,.0f} MB in {time.time() - t:.0f}s")
+    return cache
 
 
 def _metrics(logits: np.ndarray, prep: _Prepared, split: str) -> dict[str, Any]:

@@ -54,8 +54,10 @@ def head_modules(model: torch.nn.Module, new_modules: list[str]) -> list[str]:
     return names
 
 
-def lora_targets(model: torch.nn.Module, suffixes: list[str] | None, heads: list[str]) -> list[str]:
-    """Full names of the linear layers that get adapters (outside the head)."""
+def lora_targets(model: torch.nn.Module, suffixes: list[str] | None, heads: list[str],
+                 top_layers: int | None = None) -> list[str]:
+    """Full names of the linear layers that get adapters (outside the head; in the top `top_layers`
+    transformer layers only, when given)."""
     from transformers.pytorch_utils import Conv1D
 
     model_type = getattr(model.config, "model_type", "")
@@ -71,7 +73,22 @@ def lora_targets(model: torch.nn.Module, suffixes: list[str] | None, heads: list
     if not found:
         raise ConfigError(f"no linear layer of this {model_type or 'model'} matches lora.target_modules={wanted}. "
                           f"Linear layers look like {_linear_names(model)[:6]}; pass suffixes of those.")
-    return found
+    return found if top_layers is None else _in_top_layers(model, found, top_layers)
+
+
+def _in_top_layers(model: torch.nn.Module, names: list[str], top: int) -> list[str]:
+    """The `names` that sit in the top `top` layers of the transformer's layer list."""
+    from textlora.model.layer_cache import layer_list, layer_of
+
+    found = layer_list(model)
+    if found is None:
+        raise ConfigError(f"lora.top_layers={top}: cannot find the layer list of this "
+                          f"{getattr(model.config, 'model_type', 'model')} (config.num_hidden_layers); "
+                          "set lora.top_layers=null.")
+    layers_name, n = found
+    if top > n:
+        raise ConfigError(f"lora.top_layers={top} but the model has {n} layers; use 1..{n} or null.")
+    return [name for name in names if (i := layer_of(name, layers_name)) is not None and i >= n - top]
 
 
 def build_model(model: torch.nn.Module, method: str, lora: LoraConfig, new_modules: list[str]) -> torch.nn.Module:
@@ -84,7 +101,7 @@ def _build_lora(model: torch.nn.Module, lora: LoraConfig, heads: list[str]) -> t
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
-    targets = lora_targets(model, lora.target_modules, heads)
+    targets = lora_targets(model, lora.target_modules, heads, lora.top_layers)
     cfg = PeftLoraConfig(
         task_type="SEQ_CLS", r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
         target_modules=targets, modules_to_save=[h.rsplit(".", 1)[-1] for h in heads],

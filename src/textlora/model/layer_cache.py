@@ -1,0 +1,201 @@
+"""Frozen lower layers computed once: when only the top layers (and the head) train, the hidden states
+that enter the first trained layer are the same in every epoch, so we compute them once per split and
+run only the upper layers afterwards.
+
+Why our own code: neither Trainer nor PEFT offers it, and it is the largest single speed-up of LoRA on a
+CPU when adapters sit on the top layers (`lora.top_layers`) or the body is frozen (`head`): the frozen
+layers cost a forward pass once instead of once per epoch (bench/RESULTS.md). It is exact: the lower
+layers are frozen and, for the cache to be used, free of dropout, and padded positions are masked out
+of attention, so a cached batch gives the logits of an uncached one up to float rounding.
+
+How: the base's embeddings module is swapped for a `_Feed` that returns the cached states, and its
+layer list for the upper layers, for the duration of one forward call; the model's own forward
+(attention masks, pooling, head, PEFT adapters) runs unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from textlora.data.batching import Encoded, collate, eval_batches
+
+CACHEABLE = {
+    "bert": ("embeddings", "encoder.layer"),
+    "roberta": ("embeddings", "encoder.layer"),
+    "xlm-roberta": ("embeddings", "encoder.layer"),
+    "camembert": ("embeddings", "encoder.layer"),
+    "electra": ("embeddings", "encoder.layer"),
+    "distilbert": ("embeddings", "transformer.layer"),
+}
+"""model_type -> (embeddings module, layer list) inside the base model, for architectures whose layer
+stack takes the embeddings' output directly and has no norm after its last layer."""
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The Hugging Face model inside a PEFT wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def layer_list(model: torch.nn.Module) -> tuple[str, int] | None:
+    """(name, length) of the transformer's layer list in the unwrapped `model`, or None if not found."""
+    n = getattr(model.config, "num_hidden_layers", None)
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n and n:
+            return name, n
+    return None
+
+
+def layer_of(param_name: str, layers_name: str) -> int | None:
+    """The layer index of a parameter or module named `param_name`, or None outside the layer list."""
+    head, sep, rest = param_name.partition(layers_name + ".")
+    if not sep or (head and not head.endswith(".")):
+        return None
+    index = rest.split(".", 1)[0]
+    return int(index) if index.isdigit() else None
+
+
+def first_trained_layer(model: torch.nn.Module) -> int:
+    """Index of the lowest layer holding a trainable parameter: 0 if the embeddings train, the number of
+    layers if none does (head-only); 0 when the layer list cannot be found."""
+    hf = unwrap(model)
+    found = layer_list(hf)
+    if found is None:
+        return 0
+    name, n = found
+    lowest = n
+    for pname, p in hf.named_parameters():
+        if not p.requires_grad:
+            continue
+        i = layer_of(pname, name)
+        if i is not None:
+            lowest = min(lowest, i)
+        elif pname.split(".")[0] == hf.base_model_prefix and _in_embeddings(pname):
+            return 0
+    return lowest
+
+
+def _in_embeddings(pname: str) -> bool:
+    return ".embeddings." in pname or ".wte." in pname or ".wpe." in pname
+
+
+def cache_blocker(model: torch.nn.Module, split_at: int) -> str | None:
+    """Why the outputs of layers below `split_at` cannot be cached (None when they can)."""
+    hf = unwrap(model)
+    model_type = getattr(hf.config, "model_type", "")
+    if split_at == 0:
+        return "every layer trains"
+    if model_type not in CACHEABLE:
+        return f"layer caching supports {sorted(CACHEABLE)}, not {model_type!r}"
+    emb_name, layers_name = CACHEABLE[model_type]
+    base = hf.base_model
+    lower = [base.get_submodule(emb_name), *base.get_submodule(layers_name)[:split_at]]
+    if any(isinstance(m, torch.nn.Dropout) and m.p > 0 for part in lower for m in part.modules()):
+        return "the frozen layers have dropout (set model.dropout=0)"
+    return None
+
+
+class _Feed(torch.nn.Module):
+    """Stands in for the embeddings module: returns the cached hidden states it was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.value: torch.Tensor | None = None
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        return self.value
+
+
+@dataclass
+class LayerCache:
+    """Per-example hidden states (unpadded, (len, hidden)) entering layer `split_at`, per split."""
+
+    model: torch.nn.Module
+    split_at: int
+    hidden: dict[str, list[torch.Tensor]]
+
+    @classmethod
+    def build(cls, model: torch.nn.Module, splits: dict[str, Encoded], pad_id: int, split_at: int,
+              batch_size: int = 128) -> LayerCache:
+        """Run the frozen embeddings + layers [0, split_at) once over every split."""
+        cache = cls(model, split_at, {})
+        for name, encoded in splits.items():
+            cache.hidden[name] = cache._lower_states(encoded, pad_id, batch_size)
+        return cache
+
+    @property
+    def nbytes(self) -> int:
+        return sum(h.numel() * h.element_size() for rows in self.hidden.values() for h in rows)
+
+    def inputs(self, split: str, encoded: Encoded, idx: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
+        """Model inputs for rows `idx`, with the cached states they need under the key 'cached'."""
+        inputs = collate(encoded, idx, pad_id)
+        inputs["cached"] = torch.nn.utils.rnn.pad_sequence([self.hidden[split][i] for i in idx], batch_first=True)
+        return inputs
+
+    def forward(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]):
+        """`model(**inputs)` running only the layers from `split_at` up, fed from the cache."""
+        inputs = dict(inputs)
+        cached = inputs.pop("cached")
+        with self._upper_only() as feed:
+            feed.value = cached
+            return model(**inputs)
+
+    @torch.inference_mode()
+    def logits(self, model: torch.nn.Module, split: str, encoded: Encoded, pad_id: int,
+               batch_size: int = 128) -> np.ndarray:
+        """Like `model.inference.forward_logits`, from the cache of `split`."""
+        was_training = model.training
+        model.eval()
+        out = None
+        for idx in eval_batches(encoded.lengths, batch_size):
+            logits = self.forward(model, self.inputs(split, encoded, idx, pad_id)).logits.float().numpy()
+            if out is None:
+                out = np.zeros((len(encoded), logits.shape[1]), dtype=np.float32)
+            out[idx] = logits
+        model.train(was_training)
+        return out if out is not None else np.zeros((0, unwrap(model).config.num_labels), dtype=np.float32)
+
+    def _parts(self) -> tuple[torch.nn.Module, str, str, torch.nn.ModuleList]:
+        base = unwrap(self.model).base_model
+        emb_name, layers_name = CACHEABLE[unwrap(self.model).config.model_type]
+        return base, emb_name, layers_name, base.get_submodule(layers_name)
+
+    @contextmanager
+    def _upper_only(self) -> Iterator[_Feed]:
+        base, emb_name, layers_name, layers = self._parts()
+        feed = _Feed()
+        with _swapped(base, emb_name, feed), _swapped(base, layers_name, torch.nn.ModuleList(layers[self.split_at:])):
+            yield feed
+
+    @torch.no_grad()  # not inference_mode: the states are inputs of training steps later
+    def _lower_states(self, encoded: Encoded, pad_id: int, batch_size: int) -> list[torch.Tensor]:
+        base, _, layers_name, layers = self._parts()
+        was_training = base.training
+        base.eval()
+        rows: list[torch.Tensor | None] = [None] * len(encoded)
+        with _swapped(base, layers_name, torch.nn.ModuleList(layers[:self.split_at])):
+            for idx in eval_batches(encoded.lengths, batch_size):
+                inputs = collate(encoded, idx, pad_id)
+                states = base(**inputs).last_hidden_state  # (B, T, hidden) after layer split_at - 1
+                for row, i in enumerate(idx):
+                    rows[i] = states[row, :len(encoded.input_ids[i])].clone()
+        base.train(was_training)
+        return rows
+
+
+@contextmanager
+def _swapped(root: torch.nn.Module, dotted: str, replacement: torch.nn.Module) -> Iterator[None]:
+    """Replace the submodule at `dotted` by `replacement` for the duration of the block."""
+    parent_name, _, leaf = dotted.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    original = getattr(parent, leaf)
+    setattr(parent, leaf, replacement)
+    try:
+        yield
+    finally:
+        setattr(parent, leaf, original)
