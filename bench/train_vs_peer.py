@@ -8,7 +8,9 @@ model. The peer uses the setup users write today (DEVELOPERS issue 3): LoRA r=16
 dropout 0.1 on query/value, DataCollatorWithPadding, batch 16, lr 5e-4, weight decay 0.01.
 textlora runs with its defaults (all attention/MLP projections, batch 32, lr 1e-3, no dropout);
 `--ours-peer-hparams` also runs textlora with exactly the peer's hyper-parameters, to separate
-the engine's speed from the defaults'. Prints one JSON line.
+the engine's speed from the defaults'; `--ours-top-layers N` also runs textlora with adapters on the
+top N layers only and the frozen lower layers' outputs cached (the time to build the cache counts as
+training time). Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -94,11 +96,13 @@ def run_peer(args: argparse.Namespace) -> dict:
     logits = trainer.predict(test_rows).predictions
     m = classification_metrics([r["labels"] for r in test_rows], np.argmax(logits, axis=1), labels.labels)
     tokens = sum(len(r["input_ids"]) for r in train_rows)
-    return _result("peer: Trainer + PEFT", len(train_rows), tokens, seconds, args.epochs, m)
+    out = _result("peer: Trainer + PEFT", len(train_rows), tokens, seconds, args.epochs, m)
+    out["mflop_per_token"] = round(_mflop_per_token(None, args.epochs), 1)
+    return out
 
 
-def run_ours(args: argparse.Namespace, peer_hparams: bool = False) -> dict:
-    """textlora.train with its defaults (or the peer's hyper-parameters)."""
+def run_ours(args: argparse.Namespace, peer_hparams: bool = False, top_layers: int | None = None) -> dict:
+    """textlora.train with its defaults (or the peer's hyper-parameters, or adapters on the top layers)."""
     from textlora.config import RunConfig
     from textlora.train import train
 
@@ -110,19 +114,37 @@ def run_ours(args: argparse.Namespace, peer_hparams: bool = False) -> dict:
         over["model"]["dropout"] = None  # the checkpoint's own dropout, as in the peer
         over["lora"] = {"r": h["r"], "alpha": h["alpha"], "dropout": h["dropout"], "target_modules": h["targets"]}
         over["train"].update(batch_size=h["batch"], lr=h["lr"], weight_decay=h["weight_decay"])
+    if top_layers:
+        over["lora"] = {"top_layers": top_layers}
     for kv in args.ours:
         k, v = kv.split("=", 1)
         section, key = k.split(".", 1)
         over.setdefault(section, {})[key] = json.loads(v) if v[:1] in "0123456789-[{tn" else v
     result = train(RunConfig.from_dict(over), progress=False)
     seconds = sum(h["seconds"] for h in result.metrics["history"])  # training only, not the per-epoch validation
+    seconds += result.metrics.get("layer_cache", {}).get("seconds", 0.0)  # all splits' lower layers, once
     d, _ = _load_split(args.data, "train", args.max_train_samples)
     from textlora.data.batching import encode
     from textlora.model.load import load_tokenizer, resolve_base
 
     tokens = sum(encode(load_tokenizer(resolve_base(args.model)), d.train.texts, 256).lengths)
-    name = "textlora (peer hyper-parameters)" if peer_hparams else "textlora (defaults)"
-    return _result(name, len(d.train), tokens, seconds, args.epochs, result.metrics["test"])
+    name = ("textlora (peer hyper-parameters)" if peer_hparams else
+            f"textlora (lora.top_layers={top_layers}, lower layers cached)" if top_layers else "textlora (defaults)")
+    out = _result(name, len(d.train), tokens, seconds, args.epochs, result.metrics["test"])
+    out["mflop_per_token"] = round(_mflop_per_token(top_layers, args.epochs), 1)
+    return out
+
+
+LAYERS, LAYER_FWD_MFLOP = 6, 42.4 / 12
+"""MiniLM-L6: a layer's forward costs ~3.5 MFLOP per token; LoRA training ~2x that (forward + input gradients)."""
+
+
+def _mflop_per_token(top_layers: int | None, epochs: int) -> float:
+    """Training MFLOP per token and epoch: every layer forward + backward, or with the cache the lower
+    layers' forward once (spread over the epochs) and the top layers' forward + backward."""
+    if not top_layers:
+        return 2 * LAYERS * LAYER_FWD_MFLOP
+    return (LAYERS - top_layers) * LAYER_FWD_MFLOP / epochs + 2 * top_layers * LAYER_FWD_MFLOP
 
 
 def _result(name: str, n: int, tokens: int, seconds: float, epochs: int, m: dict) -> dict:
@@ -135,7 +157,7 @@ def _result(name: str, n: int, tokens: int, seconds: float, epochs: int, m: dict
 
 def _child(which: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--child", which, "--data", args.data, "--model", args.model,
-           "--epochs", str(args.epochs)] + (["--max-train-samples", str(args.max_train_samples)]
+           "--epochs", str(args.epochs), "--ours-top-layers", str(args.ours_top_layers or 0)] + (["--max-train-samples", str(args.max_train_samples)]
                                             if args.max_train_samples else []) + [x for o in args.ours
                                                                                   for x in ("--ours", o)]
     out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
@@ -152,28 +174,33 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--max-train-samples", type=int)
     p.add_argument("--ours-peer-hparams", action="store_true", help="also run textlora with the peer's settings")
+    p.add_argument("--ours-top-layers", type=int, metavar="N", help="also run textlora with lora.top_layers=N")
     p.add_argument("--ours", action="append", default=[], metavar="section.key=value",
                    help="override textlora's config, e.g. --ours lora.r=8")
-    p.add_argument("--child", choices=["peer", "ours", "ours-peer"], help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=["peer", "ours", "ours-peer", "ours-top"], help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        fn = {"peer": run_peer, "ours": run_ours, "ours-peer": lambda a: run_ours(a, peer_hparams=True)}[args.child]
+        fn = {"peer": run_peer, "ours": run_ours, "ours-peer": lambda a: run_ours(a, peer_hparams=True),
+              "ours-top": lambda a: run_ours(a, top_layers=a.ours_top_layers)}[args.child]
         print(json.dumps(fn(args)))
         return
     peak = matmul_peak_gflops()
     runs = [_child("peer", args), _child("ours", args)]
     if args.ours_peer_hparams:
         runs.append(_child("ours-peer", args))
-    mflop_per_token = 42.4  # LoRA training: forward + input gradients through ~10.6M non-embedding weights
+    if args.ours_top_layers:
+        runs.append(_child("ours-top", args))
     for r in runs:
-        r["gflop_per_s"] = round(r["train_tokens_per_s"] * mflop_per_token / 1000, 1)
+        r["gflop_per_s"] = round(r["train_tokens_per_s"] * r["mflop_per_token"] / 1000, 1)
         r["share_of_matmul_peak"] = round(r["gflop_per_s"] / peak, 3)
-    peer, ours = runs[0], runs[1]
+    peer = runs[0]
     print(json.dumps({
         "bench": "train_vs_peer", "data": os.path.basename(os.path.normpath(args.data)), "epochs": args.epochs,
         "matmul_peak_gflops": round(peak, 1), "runs": runs,
-        "speedup_examples_per_s": round(ours["train_examples_per_s"] / peer["train_examples_per_s"], 2),
-        "accuracy_delta_points": round(100 * (ours["test_accuracy"] - peer["test_accuracy"]), 2),
+        "speedup_examples_per_s": {r["name"]: round(r["train_examples_per_s"] / peer["train_examples_per_s"], 2)
+                                   for r in runs[1:]},
+        "accuracy_delta_points": {r["name"]: round(100 * (r["test_accuracy"] - peer["test_accuracy"]), 2)
+                                  for r in runs[1:]},
     }))
 
 

@@ -149,6 +149,8 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
     cache = _layer_cache(model, prep, cfg, dist, say)  # counted in the training time
     history, best_epoch = _fit(model, prep, cfg, progress, on_epoch, ckpt, dist, cache)
     train_seconds = time.time() - t0
+    if cache is not None:
+        metrics["layer_cache"] = {"layers": cache.split_at, "seconds": cache.seconds, "mb": cache.nbytes / 2**20}
 
     logits = {s: _logits(model, prep, s, cfg, cache) for s in ("validation", "test")}
     if prep.multi:  # thresholds tuned on validation after training; the validation figures are optimistic
@@ -370,10 +372,9 @@ def _layer_cache(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, dist: 
     if why:
         say(f"frozen layers 0-{split_at - 1} run in every step, not cached: {why}")
         return None
-    t = time.time()
     cache = LayerCache.build(model, prep.enc, prep.pad_id, split_at, cfg.train.eval_batch_size)
     say(f"cached the outputs of frozen layers 0-{split_at - 1} for every split: "
-        f"{cache.nbytes / 2**20:,.0f} MB in {time.time() - t:.0f}s")
+        f"{cache.nbytes / 2**20:,.0f} MB in {cache.seconds:.0f}s")
     return cache
 
 

@@ -15,6 +15,7 @@ layer list for the upper layers, for the duration of one forward call; the model
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -117,14 +118,18 @@ class LayerCache:
     model: torch.nn.Module
     split_at: int
     hidden: dict[str, list[torch.Tensor]]
+    seconds: float = 0.0
+    """Time it took to build."""
 
     @classmethod
     def build(cls, model: torch.nn.Module, splits: dict[str, Encoded], pad_id: int, split_at: int,
               batch_size: int = 128) -> LayerCache:
         """Run the frozen embeddings + layers [0, split_at) once over every split."""
+        t = time.perf_counter()
         cache = cls(model, split_at, {})
         for name, encoded in splits.items():
             cache.hidden[name] = cache._lower_states(encoded, pad_id, batch_size)
+        cache.seconds = time.perf_counter() - t
         return cache
 
     @property
