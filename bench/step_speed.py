@@ -16,6 +16,8 @@ import torch
 
 VARIANTS = {
     "lora_all_linear_no_dropout (default)": dict(method="lora", dropout=0.0, lora_dropout=0.0),
+    "lora_all_linear_no_dropout_every_position_in_last_layer": dict(method="lora", dropout=0.0, lora_dropout=0.0,
+                                                                    cls_only=False),
     "lora_all_linear_model_dropout_0.1": dict(method="lora", dropout=None, lora_dropout=0.0),
     "lora_all_linear_dropout_0.1_both": dict(method="lora", dropout=None, lora_dropout=0.1),
     "lora_query_value_dropout_0.1_both (peer's)": dict(method="lora", dropout=None, lora_dropout=0.1,
@@ -23,15 +25,19 @@ VARIANTS = {
     "lora_eager_attention": dict(method="lora", dropout=0.0, lora_dropout=0.0, attn="eager"),
     "full_no_dropout": dict(method="full", dropout=0.0, lora_dropout=0.0),
     "head_no_dropout": dict(method="head", dropout=0.0, lora_dropout=0.0),
+    "lora_all_linear_torch_compile": dict(method="lora", dropout=0.0, lora_dropout=0.0, compile_=True),
 }
 
 
 def step_rate(method: str, dropout: float | None, lora_dropout: float, targets: list[str] | None = None,
-              attn: str = "sdpa", batch: int = 32, tokens: int = 24, steps: int = 8) -> float:
-    """Examples per second of full training steps for one variant."""
+              attn: str = "sdpa", batch: int = 32, tokens: int = 24, steps: int = 8, compile_: bool = False,
+              cls_only: bool = True) -> float:
+    """Examples per second of full training steps for one variant (after 2 warm-up steps, which include
+    torch.compile's compilation when `compile_`)."""
     from textlora.config import LoraConfig
     from textlora.data.labels import LabelMap
     from textlora.model.adapters import build_model
+    from textlora.model.cls_only import cls_only_last_layer
     from textlora.model.load import load_base
 
     torch.manual_seed(0)
@@ -41,13 +47,15 @@ def step_rate(method: str, dropout: float | None, lora_dropout: float, targets: 
     x = torch.randint(1000, 5000, (batch, tokens))
     mask, y = torch.ones_like(x), torch.randint(0, 6, (batch,))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    for i in range(steps + 2):
-        if i == 2:
-            t = time.perf_counter()
-        loss = torch.nn.functional.cross_entropy(model(input_ids=x, attention_mask=mask).logits, y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    forward = torch.compile(model, dynamic=True) if compile_ else model
+    with cls_only_last_layer(model, enabled=cls_only):  # as textlora.train does (the last layer for [CLS] only)
+        for i in range(steps + 2):
+            if i == 2:
+                t = time.perf_counter()
+            loss = torch.nn.functional.cross_entropy(forward(input_ids=x, attention_mask=mask).logits, y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
     return batch * steps / (time.perf_counter() - t)
 
 

@@ -1,4 +1,5 @@
-"""Peak memory of training by method (lora, full, head, and qlora when bitsandbytes is installed).
+"""Peak memory of training by method (lora, full, head, and qlora when bitsandbytes is installed), and of LoRA
+on the top 3 layers with the frozen layers' outputs cached (the cache is held in memory).
 
     python bench/train_memory.py --max-train-samples 2000      # ~3 minutes
 
@@ -25,20 +26,23 @@ def main() -> None:
     p.add_argument("--max-train-samples", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=32)
     args = p.parse_args()
-    methods = ["lora", "full", "head"] + (["qlora"] if importlib.util.find_spec("bitsandbytes") else [])
+    variants = {m: [m] for m in ["lora", "full", "head"]}
+    variants["lora top_layers=3 (cached)"] = ["lora", "lora.top_layers=3"]
+    if importlib.util.find_spec("bitsandbytes"):
+        variants["qlora"] = ["qlora"]
     results = {}
-    for method in methods:
+    for name, (method, *extra) in variants.items():
         out = os.path.join(tempfile.mkdtemp(), "run")
         cmd = [sys.executable, "-m", "textlora.cli", "train", "--data", args.data, "--method", method, "--out", out,
                "--epochs", "1", "--batch-size", str(args.batch_size), "--max-train-samples",
-               str(args.max_train_samples), "--quiet", "train.eval_base=false"]
+               str(args.max_train_samples), "--quiet", "train.eval_base=false", *extra]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
-            results[method] = {"error": r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "failed"}
+            results[name] = {"error": r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "failed"}
             continue
         manifest = json.load(open(os.path.join(out, "manifest.json")))
         metrics = json.load(open(os.path.join(out, "metrics.json")))
-        results[method] = {"peak_rss_mb": round(manifest.get("peak_rss_mb") or 0, 1),
+        results[name] = {"peak_rss_mb": round(manifest.get("peak_rss_mb") or 0, 1),
                            "trainable_params": manifest["params"]["trainable"],
                            "train_examples_per_s": round(manifest["train_examples_per_s"], 1),
                            "test_accuracy": round(metrics["test"]["accuracy"], 4)}

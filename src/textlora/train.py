@@ -45,6 +45,7 @@ from textlora.metrics import (
     tune_thresholds,
 )
 from textlora.model.adapters import ParamCount, build_model, count_params, restore_state, trainable_state
+from textlora.model.cls_only import cls_only_last_layer
 from textlora.model.inference import forward_logits
 from textlora.model.layer_cache import LayerCache, cache_blocker, first_trained_layer
 from textlora.model.load import base_identity, load_base
@@ -147,7 +148,8 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
     say(params)
     t0 = time.time()
     cache = _layer_cache(model, prep, cfg, dist, say)  # counted in the training time
-    history, best_epoch = _fit(model, prep, cfg, progress, on_epoch, ckpt, dist, cache)
+    with cls_only_last_layer(model):  # a BERT-style last layer computes [CLS] only: same loss, fewer FLOPs
+        history, best_epoch = _fit(model, prep, cfg, progress, on_epoch, ckpt, dist, cache)
     train_seconds = time.time() - t0
     if cache is not None:
         metrics["layer_cache"] = {"layers": cache.split_at, "seconds": cache.seconds, "mb": cache.nbytes / 2**20}

@@ -6,23 +6,25 @@ import numpy as np
 import torch
 
 from textlora.data.batching import Encoded, eval_batches, iterate
+from textlora.model.cls_only import cls_only_last_layer
 
 
 @torch.inference_mode()
 def forward_logits(model: torch.nn.Module, encoded: Encoded, pad_id: int, batch_size: int = 128) -> np.ndarray:
     """Logits (n, num_labels) for every example of `encoded`, in input order.
 
-    Batches are sorted by length so that almost no padding is computed; rows are put back in
-    the original order before returning.
+    Batches are sorted by length so that almost no padding is computed, and a BERT-style last layer
+    runs for [CLS] only (`model/cls_only.py`); rows are put back in the original order before returning.
     """
     was_training = model.training
     model.eval()
     out: np.ndarray | None = None
-    for idx, inputs in iterate(encoded, eval_batches(encoded.lengths, batch_size), pad_id):
-        logits = model(**inputs).logits.float().numpy()  # (B, num_labels)
-        if out is None:
-            out = np.zeros((len(encoded), logits.shape[1]), dtype=np.float32)
-        out[idx] = logits
+    with cls_only_last_layer(model):
+        for idx, inputs in iterate(encoded, eval_batches(encoded.lengths, batch_size), pad_id):
+            logits = model(**inputs).logits.float().numpy()  # (B, num_labels)
+            if out is None:
+                out = np.zeros((len(encoded), logits.shape[1]), dtype=np.float32)
+            out[idx] = logits
     model.train(was_training)
     if out is None:
         return np.zeros((0, getattr(model.config, "num_labels", 0)), dtype=np.float32)

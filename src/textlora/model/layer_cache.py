@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from textlora.data.batching import Encoded, collate, eval_batches
+from textlora.model.cls_only import cls_only_last_layer
 
 CACHEABLE = {
     "bert": ("embeddings", "encoder.layer"),
@@ -157,11 +158,12 @@ class LayerCache:
         was_training = model.training
         model.eval()
         out = None
-        for idx in eval_batches(encoded.lengths, batch_size):
-            logits = self.forward(model, self.inputs(split, encoded, idx, pad_id)).logits.float().numpy()
-            if out is None:
-                out = np.zeros((len(encoded), logits.shape[1]), dtype=np.float32)
-            out[idx] = logits
+        with cls_only_last_layer(model):
+            for idx in eval_batches(encoded.lengths, batch_size):
+                logits = self.forward(model, self.inputs(split, encoded, idx, pad_id)).logits.float().numpy()
+                if out is None:
+                    out = np.zeros((len(encoded), logits.shape[1]), dtype=np.float32)
+                out[idx] = logits
         model.train(was_training)
         return out if out is not None else np.zeros((0, unwrap(model).config.num_labels), dtype=np.float32)
 

@@ -160,9 +160,10 @@ def _forward(model: Any, enc: Any, pad_id: int, max_rows: int) -> np.ndarray:
     import torch
 
     from textlora.data.batching import iterate
+    from textlora.model.cls_only import cls_only_last_layer
 
     out = None
-    with torch.inference_mode():
+    with torch.inference_mode(), cls_only_last_layer(model):
         for idx, inputs in iterate(enc, tight_batches(enc.lengths, max_rows), pad_id):
             logits = model(**inputs).logits.float().numpy()  # (B, num_labels)
             out = np.zeros((len(enc), logits.shape[1]), dtype=np.float32) if out is None else out
