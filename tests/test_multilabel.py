@@ -134,3 +134,20 @@ def test_cli_predict_prints_label_lists_and_export_writes_a_folder(multilabel_ru
 
     model = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "x"))
     assert model.config.problem_type == "multi_label_classification"
+
+
+def test_epochs_are_compared_at_tuned_thresholds():
+    """Early in training every score sits below 0.5: at 0.5 each epoch scores macro-F1 0 and the first one
+    would be kept; each epoch's validation uses thresholds tuned on its own scores instead."""
+    from types import SimpleNamespace
+
+    from textlora.data.labels import LabelMap
+    from textlora.train import _metrics
+
+    y = [[0], [1], [0, 1], [1]]
+    prep = SimpleNamespace(multi=True, thresholds=None, y={"validation": y},
+                           data=SimpleNamespace(label_map=LabelMap(["a", "b"], multi_label=True)))
+    p = np.array([[0.22, 0.04], [0.01, 0.32], [0.22, 0.32], [0.01, 0.32]])  # all below 0.5
+    logits = np.log(p / (1 - p))
+    assert _metrics(logits, prep, "validation")["f1_macro"] == 0.0
+    assert _metrics(logits, prep, "validation", tune=True)["f1_macro"] == 1.0

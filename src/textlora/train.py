@@ -221,7 +221,7 @@ def _fit(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, progress: bool
                                  steps_per_epoch * tc.epochs)
     y_train = _targets(prep, "train")  # class ids, or a multi-hot matrix for multi-label
     loss_fn = _LOSSES[prep.multi]
-    select = "f1_macro" if prep.multi else tc.select_metric  # multi-label: macro-F1 at thresholds 0.5
+    select = "f1_macro" if prep.multi else tc.select_metric  # multi-label: at thresholds tuned on validation
     s = ckpt.restore(model, optimizer, scheduler) if ckpt and ckpt.resume_from else _LoopState()
     dist = dist or distributed.Dist()
     step_model = dist.wrap(model)  # DDP averages gradients across ranks; the same module otherwise
@@ -252,7 +252,7 @@ def _fit(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, progress: bool
         if bar is not None:
             bar.close()
         seconds = time.time() - t_epoch
-        val = _metrics(_logits(model, prep, "validation", cfg, cache), prep, "validation")
+        val = _metrics(_logits(model, prep, "validation", cfg, cache), prep, "validation", tune=prep.multi)
         record = {"epoch": epoch, "train_loss": float(np.mean([x[1] for x in s.losses])), "seconds": seconds,
                   "train_examples_per_s": seen / seconds, "steps": s.losses,
                   **{f"val_{k}": v for k, v in headline(val).items()}}
@@ -380,11 +380,16 @@ def _layer_cache(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, dist: 
     return cache
 
 
-def _metrics(logits: np.ndarray, prep: _Prepared, split: str) -> dict[str, Any]:
+def _metrics(logits: np.ndarray, prep: _Prepared, split: str, tune: bool = False) -> dict[str, Any]:
+    """Metrics of `logits` on `split`. Multi-label: at `prep.thresholds` (0.5 before they are set), or with
+    `tune` at thresholds tuned on these very logits, as each epoch's validation does to pick the best epoch
+    (at 0.5, rare labels are never predicted early in training and every epoch scores a macro-F1 of 0)."""
     labels = prep.data.label_map.labels
     if prep.multi:
         y = multi_hot(prep.y[split], len(labels))
-        m = multilabel_metrics(y, sigmoid(logits), labels, 0.5 if prep.thresholds is None else prep.thresholds)
+        scores = sigmoid(logits)
+        thresholds = tune_thresholds(y, scores) if tune else 0.5 if prep.thresholds is None else prep.thresholds
+        m = multilabel_metrics(y, scores, labels, thresholds)
         m["loss"] = binary_cross_entropy(logits, y)
         return m
     m = classification_metrics(prep.y[split], logits.argmax(axis=1), labels)
