@@ -59,9 +59,12 @@ SEEDS = {
 }
 
 FULL: dict[str, dict[str, object]] = {
-    "s2_goemotions_lora": {"train.epochs": 2},
+    "s2_goemotions_lora": {"train.epochs": 1},
     "s2_dbpedia_lora": {"data.max_train_samples": 7000, "train.epochs": 2, "train.eval_base": False},
-    "s3_imdb_1000": {"model.max_length": 256, "train.epochs": 3},
+    "s3_imdb_1000": {"model.max_length": 256, "train.epochs": 2},
+    "s4_emotion_head": {"data.max_train_samples": 4000, "train.epochs": 2},
+    "s4_emotion_lora": {"data.max_train_samples": 4000, "train.epochs": 2},
+    "s4_emotion_qlora": {"data.max_train_samples": 4000, "train.epochs": 2},
 }
 """Per-experiment changes that fit a session on 2 CPU cores; the table's train-size column says so."""
 
@@ -103,7 +106,7 @@ def run_seed(name: str, cfg: RunConfig, out: Path, done: dict[str, tuple[RunConf
     out.parent.mkdir(parents=True, exist_ok=True)
     cfg_file = out.parent / f"{name}.config.yaml"
     cfg.with_overrides({"out": str(out)}).to_yaml(cfg_file)
-    cmd = [sys.executable, "-m", "textlora.cli", "train", "--config", str(cfg_file), "--overwrite"]
+    cmd = [sys.executable, "-m", "textlora.cli", "train", "--config", str(cfg_file), "--overwrite", "--no-resume"]
     print(f"[{time.strftime('%H:%M:%S')}] {name}: {' '.join(cmd[2:])}", file=sys.stderr, flush=True)
     subprocess.run(cmd, check=True, cwd=REPO)
     return out, ""

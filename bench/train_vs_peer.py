@@ -174,6 +174,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--max-train-samples", type=int)
     p.add_argument("--ours-peer-hparams", action="store_true", help="also run textlora with the peer's settings")
+    p.add_argument("--no-ours-defaults", dest="ours_defaults", action="store_false",
+                   help="skip the run of textlora's defaults (e.g. with --ours-top-layers, to save time)")
     p.add_argument("--ours-top-layers", type=int, metavar="N", help="also run textlora with lora.top_layers=N")
     p.add_argument("--ours", action="append", default=[], metavar="section.key=value",
                    help="override textlora's config, e.g. --ours lora.r=8")
@@ -185,7 +187,7 @@ def main() -> None:
         print(json.dumps(fn(args)))
         return
     peak = matmul_peak_gflops()
-    runs = [_child("peer", args), _child("ours", args)]
+    runs = [_child("peer", args)] + ([_child("ours", args)] if args.ours_defaults else [])
     if args.ours_peer_hparams:
         runs.append(_child("ours-peer", args))
     if args.ours_top_layers:

@@ -44,7 +44,14 @@ from textlora.metrics import (
     sigmoid,
     tune_thresholds,
 )
-from textlora.model.adapters import ParamCount, build_model, count_params, restore_state, trainable_state
+from textlora.model.adapters import (
+    ParamCount,
+    build_model,
+    count_params,
+    init_output_bias,
+    restore_state,
+    trainable_state,
+)
 from textlora.model.cls_only import cls_only_last_layer
 from textlora.model.inference import forward_logits
 from textlora.model.layer_cache import LayerCache, cache_blocker, first_trained_layer
@@ -132,6 +139,8 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
     base = load_base(cfg.model.name, data.label_map, cfg.model.attn_implementation,
                      quantization_config=quantization_config(cfg.model.method), dropout=cfg.model.dropout)
     prep = _prepare(data, base.tokenizer, cfg)
+    if prep.multi:  # each sigmoid starts at its label's rate in train, not at 0.5 (see init_output_bias)
+        init_output_bias(base.model, base.new_modules, _targets(prep, "train").numpy().mean(axis=0))
 
     ckpt = _checkpointing(cfg, data, resume, say) if dist.main else None
     metrics: dict[str, Any] = {}

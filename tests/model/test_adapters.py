@@ -113,3 +113,17 @@ def test_qlora_without_bitsandbytes_names_the_extra(monkeypatch, tiny_models, ti
     with pytest.raises(ImportError, match=r'pip install "textlora\[qlora\]"'):
         train(tiny_config(tiny_data, tiny_models["bert"], tmp_path / "run", "qlora"), progress=False)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("kind,expected", [("bert", "classifier"), ("distilbert", "classifier"), ("gpt2", None)])
+def test_output_bias_starts_at_the_label_rates(tiny_models, kind, expected):
+    import numpy as np
+
+    from textlora.model.adapters import init_output_bias
+
+    base = load_base(str(tiny_models[kind]), LABELS)
+    rates = np.array([0.5, 0.1, 0.02])
+    assert init_output_bias(base.model, base.new_modules, rates) == expected
+    if expected:
+        bias = base.model.get_submodule(expected).bias
+        np.testing.assert_allclose(torch.sigmoid(bias).detach().numpy(), rates, rtol=1e-5)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from textlora.config import LoraConfig
@@ -144,6 +145,24 @@ def _is_conv1d(module: torch.nn.Module) -> bool:
 
 
 _BUILDERS = {"lora": _build_lora, "full": _build_full, "head": _build_head, "qlora": _build_qlora}
+
+
+def init_output_bias(model: torch.nn.Module, new_modules: list[str], rates: np.ndarray) -> str | None:
+    """Set the bias of the new output layer to the log-odds of each label's rate in the training set.
+
+    For multi-label heads (one sigmoid per label): with a zero bias every label starts at p=0.5, the first
+    steps spend themselves pushing all logits down, and on MiniLM the outputs collapse to the same value for
+    every input and stay there (measured on GoEmotions: loss stuck at the label-prior entropy). Starting at
+    the prior removes that phase (as in Lin et al. 2017, focal loss). Returns the layer's name, or None
+    when the head has no such layer (e.g. GPT-2's bias-free `score`)."""
+    for name in new_modules:
+        layer = model.get_submodule(name)
+        if isinstance(layer, torch.nn.Linear) and layer.out_features == len(rates) and layer.bias is not None:
+            p = torch.as_tensor(rates, dtype=torch.float32).clamp(1e-4, 1 - 1e-4)
+            with torch.no_grad():
+                layer.bias.copy_(torch.log(p / (1 - p)))
+            return name
+    return None
 
 
 def count_params(model: torch.nn.Module) -> ParamCount:
