@@ -67,7 +67,13 @@ def main() -> None:
     for _ in range(30):
         a @ b
     peak = 2 * 1024**3 * 30 / (time.perf_counter() - t) / 1e9
-    rates = {name: round(step_rate(**kw), 1) for name, kw in VARIANTS.items()}
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", nargs="+", metavar="WORD", help="run the variants whose name contains one of these")
+    args = p.parse_args()
+    chosen = {n: kw for n, kw in VARIANTS.items() if not args.only or any(w in n for w in args.only)}
+    rates = {name: round(step_rate(**kw), 1) for name, kw in chosen.items()}
     print(json.dumps({"bench": "step_speed", "batch": 32, "tokens": 24, "threads": torch.get_num_threads(),
                       "matmul_peak_gflops": round(peak, 1), "train_examples_per_s": rates}))
 
