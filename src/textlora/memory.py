@@ -11,12 +11,9 @@ def peak_rss_mb() -> float | None:
 
     VmHWM belongs to the current address space, so a process started with `spawn` does not inherit
     its parent's peak, as ru_maxrss does across fork + exec."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
+    hwm = _proc_mb("/proc/self/status", "VmHWM")
+    if hwm is not None:
+        return hwm
     try:
         import resource
 
@@ -26,12 +23,16 @@ def peak_rss_mb() -> float | None:
         return None
 
 
-
 def available_mb() -> float | None:
     """Memory the system can still give without swapping, in MiB (Linux MemAvailable; None if unknown)."""
+    return _proc_mb("/proc/meminfo", "MemAvailable")
+
+
+def _proc_mb(path: str, key: str) -> float | None:
+    """The `key: N kB` line of a /proc file, in MiB; None where there is no such file or line."""
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass

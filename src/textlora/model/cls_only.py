@@ -24,14 +24,15 @@ CLS_POOLED = {"BertForSequenceClassification", "RobertaForSequenceClassification
 """Classifiers whose head reads position 0 of the last layer only."""
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The Hugging Face model inside a DDP and/or PEFT wrapper (or the model itself)."""
     model = getattr(model, "module", model)  # DistributedDataParallel
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def last_layer(model: torch.nn.Module) -> torch.nn.Module | None:
     """The last encoder layer when `model` is a CLS-pooled BERT-style classifier, else None."""
-    hf = _unwrap(model)
+    hf = unwrap(model)
     if type(hf).__name__ not in CLS_POOLED or getattr(hf.config, "is_decoder", False):
         return None
     layers = getattr(getattr(hf.base_model, "encoder", None), "layer", None)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from textlora.data.batching import Encoded, collate, eval_batches
-from textlora.model.cls_only import cls_only_last_layer
+from textlora.model.cls_only import cls_only_last_layer, unwrap
 
 CACHEABLE = {
     "bert": ("embeddings", "encoder.layer"),
@@ -36,11 +36,6 @@ CACHEABLE = {
 }
 """model_type -> (embeddings module, layer list) inside the base model, for architectures whose layer
 stack takes the embeddings' output directly and has no norm after its last layer."""
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The Hugging Face model inside a PEFT wrapper (or the model itself)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def layer_list(model: torch.nn.Module) -> tuple[str, int] | None:
