@@ -61,7 +61,7 @@ SEEDS = {
 FULL: dict[str, dict[str, object]] = {
     "s2_goemotions_lora": {"train.epochs": 1, "train.eval_base": False},
     "s2_dbpedia_lora": {"data.max_train_samples": 7000, "train.epochs": 2, "train.eval_base": False},
-    "s3_imdb_1000": {"model.max_length": 128, "train.epochs": 2, "train.eval_base": False},
+    "s3_imdb_1000": {"train.eval_base": False},
     "s4_emotion_head": {"data.max_train_samples": 4000, "train.epochs": 2},
     "s4_emotion_lora": {"data.max_train_samples": 4000, "train.epochs": 2},
     "s4_emotion_qlora": {"data.max_train_samples": 4000, "train.epochs": 2},

@@ -45,3 +45,11 @@ def test_saved_config_from_newer_version_is_lenient():
 def test_method_default_lr():
     cfg = RunConfig()
     assert cfg.train.resolved_lr("lora") == 1e-3 and cfg.train.resolved_lr("full") == 5e-5
+
+
+def test_gradient_checkpointing_defaults_on_for_qlora_only():
+    train = RunConfig().train
+    assert train.resolved_gradient_checkpointing("qlora")
+    assert not any(train.resolved_gradient_checkpointing(m) for m in ("lora", "full", "head"))
+    forced = RunConfig.from_dict({"train": {"gradient_checkpointing": False}}).train
+    assert not forced.resolved_gradient_checkpointing("qlora")

@@ -129,6 +129,10 @@ class TrainConfig:
     cache_frozen: bool = True
     """Compute the outputs of frozen, dropout-free lower layers once per split and reuse them every epoch
     (lora.top_layers, or method 'head'); exact up to float rounding. Off: they run in every step."""
+    gradient_checkpointing: bool | None = None
+    """Recompute each layer's activations in the backward pass instead of keeping them: a lower peak memory
+    for ~1.5x the step time (bench/RESULTS.md). Null: on for qlora, whose point is memory (as in the QLoRA
+    paper and PEFT's `prepare_model_for_kbit_training`), off for the other methods."""
     checkpoint_every: int = 500
     """Steps between checkpoints (one is also written at each epoch end); 0: epoch ends only."""
     keep_checkpoints: int = 2
@@ -150,6 +154,10 @@ class TrainConfig:
         if bad:
             raise ConfigError(f"invalid training settings: {', '.join(bad)}. Epochs and batch sizes must be "
                               "at least 1, lr and max_grad_norm positive, warmup_ratio in [0, 1).")
+
+    def resolved_gradient_checkpointing(self, method: str) -> bool:
+        """Whether to recompute activations in the backward pass: the configured choice, or on for qlora only."""
+        return self.gradient_checkpointing if self.gradient_checkpointing is not None else method == "qlora"
 
     def resolved_lr(self, method: str) -> float:
         """The learning rate to use: the configured one, or the method's default."""

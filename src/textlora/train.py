@@ -48,6 +48,7 @@ from textlora.model.adapters import (
     ParamCount,
     build_model,
     count_params,
+    enable_gradient_checkpointing,
     init_output_bias,
     restore_state,
     trainable_state,
@@ -155,6 +156,10 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
     model = build_model(base.model, cfg.model.method, cfg.lora, base.new_modules)
     params = count_params(model)
     say(params)
+    if cfg.train.resolved_gradient_checkpointing(cfg.model.method):
+        say("gradient checkpointing: " + ("on (activations recomputed in the backward pass)"
+                                          if enable_gradient_checkpointing(model) else
+                                          f"not supported by {type(base.model).__name__}; off"))
     t0 = time.time()
     cache = _layer_cache(model, prep, cfg, dist, say)  # counted in the training time
     with cls_only_last_layer(model):  # a BERT-style last layer computes [CLS] only: same loss, fewer FLOPs

@@ -127,3 +127,33 @@ def test_output_bias_starts_at_the_label_rates(tiny_models, kind, expected):
     if expected:
         bias = base.model.get_submodule(expected).bias
         np.testing.assert_allclose(torch.sigmoid(bias).detach().numpy(), rates, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["bert", "distilbert", "gpt2"])
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_models, kind):
+    """Recomputed activations replay the same dropout masks: the gradients equal those of a plain step,
+    with the [CLS]-only last layer on as in training."""
+    from textlora.model.adapters import enable_gradient_checkpointing
+    from textlora.model.cls_only import cls_only_last_layer
+
+    def grads(checkpointing: bool) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        base = load_base(str(tiny_models[kind]), LABELS, dropout=0.1)
+        model = build_model(base.model, "lora", LoraConfig(r=4, dropout=0.1), base.new_modules).train()
+        if checkpointing:
+            assert enable_gradient_checkpointing(model)
+        first_adapter = next(m for n, m in model.named_modules() if n.endswith(".lora_A.default"))
+        calls = []
+        first_adapter.register_forward_hook(lambda *_: calls.append(1))
+        batch = base.tokenizer(["good day", "the bad chair was here"], padding=True, return_tensors="pt")
+        torch.manual_seed(1)
+        with cls_only_last_layer(model):
+            loss = torch.nn.functional.cross_entropy(model(**batch).logits, torch.tensor([2, 0]))
+        loss.backward()
+        assert len(calls) == (2 if checkpointing else 1)  # the first layer ran again in the backward pass
+        return {k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad}
+
+    plain, recomputed = grads(False), grads(True)
+    assert plain.keys() == recomputed.keys()
+    for k in plain:
+        torch.testing.assert_close(recomputed[k], plain[k], msg=k)

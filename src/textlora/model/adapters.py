@@ -16,6 +16,7 @@ import torch
 
 from textlora.config import LoraConfig
 from textlora.errors import ConfigError
+from textlora.model.cls_only import unwrap
 
 HEAD_NAMES = ("pooler", "pre_classifier", "classifier", "score")
 """Modules between the encoder body and the logits: trained fully under every method."""
@@ -136,6 +137,17 @@ def _build_qlora(model: torch.nn.Module, lora: LoraConfig, heads: list[str]) -> 
         raise ConfigError("method 'qlora' needs a base loaded in 4-bit; load it with "
                           "load_base(name, labels, quantization_config=nf4_config()).")
     return _build_lora(prepare_for_kbit(model), lora, heads)
+
+
+def enable_gradient_checkpointing(model: torch.nn.Module) -> bool:
+    """Recompute each encoder layer in the backward pass (transformers' own checkpointing, non-reentrant, so
+    frozen embeddings need no `requires_grad` trick and dropout replays the same masks). Returns False, and
+    changes nothing, for a model whose class does not support it."""
+    hf = unwrap(model)
+    if not getattr(hf, "supports_gradient_checkpointing", False):
+        return False
+    hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return True
 
 
 def _is_conv1d(module: torch.nn.Module) -> bool:

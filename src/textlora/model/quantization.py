@@ -51,7 +51,7 @@ def quantization_config(method: str) -> object | None:
 
 def prepare_for_kbit(model: torch.nn.Module) -> torch.nn.Module:
     """PEFT's `prepare_model_for_kbit_training`: freeze the base, keep norms in fp32. Gradient
-    checkpointing stays off: on these small models it costs more time than the memory it saves."""
+    checkpointing is left to `train.gradient_checkpointing` (on for qlora by default), like every method's."""
     from peft import prepare_model_for_kbit_training
 
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
