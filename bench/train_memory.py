@@ -1,7 +1,8 @@
-"""Peak memory of training by method (lora, full, head, and qlora when bitsandbytes is installed), and of LoRA
-on the top 3 layers with the frozen layers' outputs cached (the cache is held in memory).
+"""Peak memory of training by method (lora, full, head, and qlora when bitsandbytes is installed), of LoRA
+on the top 3 layers with the frozen layers' outputs cached (the cache is held in memory), and of lora and qlora
+with and without gradient checkpointing (qlora's default is on, the others' off).
 
-    python bench/train_memory.py --max-train-samples 2000      # ~3 minutes
+    python bench/train_memory.py --max-train-samples 2000      # ~8 minutes
 
 Each method trains in its own fresh process on the same emotion subset for one epoch; the peak RSS
 (VmHWM) is what that process's manifest records. Prints one JSON line.
@@ -28,8 +29,10 @@ def main() -> None:
     args = p.parse_args()
     variants = {m: [m] for m in ["lora", "full", "head"]}
     variants["lora top_layers=3 (cached)"] = ["lora", "lora.top_layers=3"]
+    variants["lora + gradient checkpointing"] = ["lora", "train.gradient_checkpointing=true"]
     if importlib.util.find_spec("bitsandbytes"):
-        variants["qlora"] = ["qlora"]
+        variants["qlora"] = ["qlora"]  # gradient checkpointing on by default
+        variants["qlora without gradient checkpointing"] = ["qlora", "train.gradient_checkpointing=false"]
     results = {}
     for name, (method, *extra) in variants.items():
         out = os.path.join(tempfile.mkdtemp(), "run")
