@@ -146,7 +146,11 @@ def enable_gradient_checkpointing(model: torch.nn.Module) -> bool:
     hf = unwrap(model)
     if not getattr(hf, "supports_gradient_checkpointing", False):
         return False
-    hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    hf.config.use_cache = False  # a KV cache is useless in training and incompatible with recomputation
+    if hasattr(hf, "activation_checkpointing_enable"):  # transformers >= 5.x; the old name warns there
+        hf.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return True
 
 
