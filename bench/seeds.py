@@ -62,9 +62,9 @@ FULL: dict[str, dict[str, object]] = {
     "s2_goemotions_lora": {"train.epochs": 1, "train.eval_base": False},
     "s2_dbpedia_lora": {"data.max_train_samples": 7000, "train.epochs": 2, "train.eval_base": False},
     "s3_imdb_1000": {"train.eval_base": False},
-    "s4_emotion_head": {"data.max_train_samples": 4000, "train.epochs": 2},
-    "s4_emotion_lora": {"data.max_train_samples": 4000, "train.epochs": 2},
-    "s4_emotion_qlora": {"data.max_train_samples": 4000, "train.epochs": 2},
+    "s4_emotion_head": {"train.epochs": 2},
+    "s4_emotion_lora": {"train.epochs": 2},
+    "s4_emotion_qlora": {"train.epochs": 2},
 }
 """Per-experiment changes that fit a session on 2 CPU cores; the table's train-size column says so."""
 
