@@ -142,7 +142,10 @@ def _build_qlora(model: torch.nn.Module, lora: LoraConfig, heads: list[str]) -> 
 def enable_gradient_checkpointing(model: torch.nn.Module) -> bool:
     """Recompute each encoder layer in the backward pass (transformers' own checkpointing, non-reentrant, so
     frozen embeddings need no `requires_grad` trick and dropout replays the same masks). Returns False, and
-    changes nothing, for a model whose class does not support it."""
+    changes nothing, for a model whose class does not support it.
+
+    transformers wraps the layer class's `forward`, so a last layer running `cls_only_last_layer`'s forward is
+    not recomputed; it keeps little anyway (everything but K and V is for [CLS] alone)."""
     hf = unwrap(model)
     if not getattr(hf, "supports_gradient_checkpointing", False):
         return False
