@@ -1,6 +1,6 @@
 """Run the reference experiments of ../shared/SEEDS.md from configs/ and write our figures beside theirs.
 
-    python bench/seeds.py                            # every config at the sizes in FULL (about an hour on 2 cores)
+    python bench/seeds.py                            # every config at the sizes in FULL (about 2 hours on 2 cores)
     python bench/seeds.py s1_emotion_lora s4_emotion_head   # some of them
     python bench/seeds.py --quick                    # 300 train / 200 eval rows, 1 epoch: a smoke check (minutes)
     python bench/seeds.py s4_emotion_lora model.name=/path/to/gpt2   # key=value overrides apply to each
@@ -60,6 +60,7 @@ SEEDS = {
 
 FULL: dict[str, dict[str, object]] = {
     "s2_goemotions_lora": {"train.epochs": 1, "train.eval_base": False},
+    "s2_goemotions_full": {"train.epochs": 1, "train.eval_base": False},
     "s2_dbpedia_lora": {"train.eval_base": False},  # all 27,000 rows, 2 epochs (~40 min)
     "s3_imdb_1000": {"train.eval_base": False},
     "s4_emotion_head": {"train.epochs": 2},
@@ -74,7 +75,7 @@ SKIPPED = {
     "s3_imdb_full": "not run by default: 22,500 reviews at 256+ tokens train at ~7 examples/s here (~1.8 h per "
                     "epoch) and the 25,000 test reviews take ~20 min; name it to run it",
 }
-"""Experiments left out of a run of all of them on 2 CPU cores, and why."""
+"""Experiments left out of a run of all of them on 2 CPU cores, and why; a finished run of one (named once) is shown."""
 
 COMMON = {"train.checkpoint_every": 0}
 QUICK = {"data.max_train_samples": 300, "data.max_eval_samples": 200, "train.epochs": 1}
@@ -95,13 +96,18 @@ def same_run(a: RunConfig, b: RunConfig) -> bool:
     return da == db
 
 
+def finished(out: Path, cfg: RunConfig) -> bool:
+    """Whether `out` holds a finished run of `cfg`."""
+    return is_complete(out) and same_run(RunConfig.from_yaml(out / "config.yaml"), cfg)
+
+
 def run_seed(name: str, cfg: RunConfig, out: Path, done: dict[str, tuple[RunConfig, Path]]) -> tuple[Path, str]:
     """Train `cfg` into `out` in a subprocess unless an equal config already has a finished run.
     Returns the run folder and a note."""
     for other, (other_cfg, other_out) in done.items():
         if same_run(cfg, other_cfg):
             return other_out, f"same run as {other}"
-    if is_complete(out) and same_run(RunConfig.from_yaml(out / "config.yaml"), cfg):
+    if finished(out, cfg):
         return out, ""
     out.parent.mkdir(parents=True, exist_ok=True)
     cfg_file = out.parent / f"{name}.config.yaml"
@@ -187,11 +193,11 @@ def main() -> None:
     for name in SEEDS:  # in table order, so a reused run is always the earlier one
         if name not in names:
             continue
-        if name in SKIPPED and name not in args.names:
+        cfg = resolved(name, {**COMMON, **(QUICK if args.quick else FULL.get(name, {})), **user})
+        if name in SKIPPED and name not in args.names and not finished(out_root / name, cfg):
             rows.append({"experiment": name, "theirs": SEEDS[name].theirs, "goal": SEEDS[name].goal,
                          "skipped": SKIPPED[name]})
             continue
-        cfg = resolved(name, {**COMMON, **(QUICK if args.quick else FULL.get(name, {})), **user})
         run, note = run_seed(name, cfg, out_root / name, done)
         done.setdefault(name, (cfg, run))
         rows.append(summary(name, run, note))
