@@ -1,13 +1,14 @@
 """Peak memory of training by method (lora, full, head, and qlora when bitsandbytes is installed), of LoRA
 on the top 3 layers with the frozen layers' outputs cached (the cache is held in memory), and of lora and qlora
-with and without gradient checkpointing (qlora's default is on, the others' off).
+with and without gradient checkpointing (qlora's default is on, the others' off), and of lora with the
+checkpoint's own dropout (textlora's default is none).
 
-    python bench/train_memory.py --max-train-samples 2000      # ~8 minutes
+    python bench/train_memory.py --max-train-samples 2000      # ~10 minutes
     python bench/train_memory.py --data ../shared/datasets/imdb --max-length 512 --batch-size 16 \
         --max-train-samples 320 --max-eval-samples 200 \
         --only lora "lora + gradient checkpointing" "lora, the checkpoint's dropout"   # long texts, ~8 minutes
 
-Each method trains in its own fresh process on the same emotion subset for one epoch; the peak RSS
+Each variant trains in its own fresh process on the same subset (emotion by default) for one epoch; the peak RSS
 (VmHWM) is what that process's manifest records. Prints one JSON line.
 """
 
