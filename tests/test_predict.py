@@ -67,3 +67,22 @@ def test_unfinished_run_folder_is_refused(tmp_path):
     (tmp_path / "half" / "config.yaml").write_text("{}")
     with pytest.raises(ModelError, match=r"is not a finished run folder \(no manifest.json\)"):
         Predictor.load(tmp_path / "half")
+
+
+def test_predict_and_serve_truncate_as_the_run_was_trained(tiny_models, tmp_path):
+    from conftest import write_splits
+
+    from textlora.serve.registry import Registry, RunSpec
+
+    cfg = tiny_config(write_splits(tmp_path / "data", 30, 9, 9), tiny_models["bert"], tmp_path / "run", epochs=1)
+    cfg.model.max_length, cfg.model.truncation = 7, "tail"
+    train(cfg, progress=False)
+    end = "i love this wonderful chair"  # 5 words + [CLS] and [SEP]: what "tail" keeps of the long text
+    texts = ["the window is so bad and awful . " + end, end]
+    clf = Predictor.load(tmp_path / "run")
+    assert clf.config.model.truncation == "tail"
+    long, short = clf.logits(texts)
+    assert long == pytest.approx(short, abs=1e-5)
+    served = Registry.load([RunSpec.parse(f"r={tmp_path / 'run'}")]).scores("r", texts)
+    assert served[0] == pytest.approx(served[1], abs=1e-5)
+    assert served[1] == pytest.approx(clf.predict_proba([end])[0], abs=1e-5)

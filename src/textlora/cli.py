@@ -23,6 +23,7 @@ TRAIN_FLAGS = {
     "--text-pair-column": ("data.text_pair_column", str), "--max-train-samples": ("data.max_train_samples", int),
     "--max-eval-samples": ("data.max_eval_samples", int),
     "--model": ("model.name", str), "--method": ("model.method", str), "--max-length": ("model.max_length", int),
+    "--truncation": ("model.truncation", str),
     "--r": ("lora.r", int), "--alpha": ("lora.alpha", float), "--dropout": ("lora.dropout", float),
     "--target-modules": ("lora.target_modules", str),
     "--epochs": ("train.epochs", int), "--lr": ("train.lr", float), "--batch-size": ("train.batch_size", int),

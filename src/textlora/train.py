@@ -356,7 +356,7 @@ def _linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) 
 def _prepare(data: Dataset, tokenizer: Any, cfg: RunConfig) -> _Prepared:
     enc, y = {}, {}
     for name, split in data.splits().items():
-        enc[name] = encode(tokenizer, split.texts, cfg.model.max_length)
+        enc[name] = encode(tokenizer, split.texts, cfg.model.max_length, cfg.model.truncation)
         y[name] = data.label_map.encode(split.labels, source=name)
     return _Prepared(data, enc, y, tokenizer.pad_token_id)
 

@@ -28,10 +28,41 @@ class Encoded:
         return [len(ids) for ids in self.input_ids]
 
 
-def encode(tokenizer, texts: Sequence[str], max_length: int) -> Encoded:
-    """Tokenize `texts` (truncated to `max_length` tokens, no padding)."""
-    enc = tokenizer(list(texts), truncation=True, max_length=max_length, padding=False)
-    return Encoded(enc["input_ids"])
+def encode(tokenizer, texts: Sequence[str], max_length: int, truncation: str = "head") -> Encoded:
+    """Tokenize `texts` without padding, each at most `max_length` tokens with the special tokens.
+
+    truncation: which tokens a longer text keeps: "head" (its start), "tail" (its end) or "head+tail" (a quarter
+    of the budget from its start, the rest from its end). Our own slicing rather than the tokenizer's
+    `truncation_side`, which has no head+tail."""
+    if truncation == "head":
+        enc = tokenizer(list(texts), truncation=True, max_length=max_length, padding=False)
+        return Encoded(enc["input_ids"])
+    before, after = _special_tokens_around(tokenizer)
+    budget = max(1, max_length - before - after)
+    head = budget // 4 if truncation == "head+tail" else 0
+    out = []
+    for ids in tokenizer(list(texts), padding=False, verbose=False)["input_ids"]:
+        end = len(ids) - after
+        out.append(ids[:before] + _keep(ids[before:end], budget, head) + ids[end:])
+    return Encoded(out)
+
+
+def _special_tokens_around(tokenizer) -> tuple[int, int]:
+    """How many special tokens the tokenizer puts before and after a single text's tokens (BERT: 1 and 1,
+    GPT-2: 0 and 0), read off one probe text."""
+    full = tokenizer("hello")["input_ids"]
+    body = tokenizer("hello", add_special_tokens=False)["input_ids"]
+    for before in range(len(full) - len(body) + 1):
+        if full[before:before + len(body)] == body:
+            return before, len(full) - len(body) - before
+    raise ValueError(f"the tokenizer's special tokens do not wrap the text's tokens: {full} around {body}")
+
+
+def _keep(ids: list[int], budget: int, head: int) -> list[int]:
+    """The first `head` and the last `budget - head` of `ids` (all of them when they fit)."""
+    if len(ids) <= budget:
+        return ids
+    return ids[:head] + ids[len(ids) - (budget - head):]
 
 
 def train_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int,

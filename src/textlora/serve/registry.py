@@ -67,6 +67,8 @@ class ServedRun:
     shared: bool = False
     thresholds: list[float] | None = None
     """Multi-label runs: the per-label decision thresholds of `thresholds.json`; None for single-label."""
+    truncation: str = "head"
+    """Which tokens of a longer text the run was trained on (model.truncation)."""
 
     def info(self) -> dict[str, Any]:
         """What `GET /v1/models` says about the run."""
@@ -131,7 +133,7 @@ class Registry:
 
         run = self.runs[name]
         pad_id = run.tokenizer.pad_token_id
-        enc = encode(run.tokenizer, texts, run.max_length)
+        enc = encode(run.tokenizer, texts, run.max_length, run.truncation)
         enc.input_ids = [ids or [pad_id] for ids in enc.input_ids]  # a tokenizer without [CLS] may give none
         with run.activate() as model:
             logits = _forward(model, enc, pad_id, self.batch_size)
@@ -210,7 +212,8 @@ def _load_run(spec: RunSpec, shared: dict[tuple[str, str | None, bool], Any], ch
         tokenizer = load_tokenizer(str(run / "tokenizer" if (run / "tokenizer").is_dir() else base_path))
     return ServedRun(spec.name, run, method, label_map.labels, label_map.multi_label, cfg.model.max_length,
                      tokenizer, manifest, _summary(run), model,
-                     thresholds=load_thresholds(run, label_map).tolist() if label_map.multi_label else None)
+                     thresholds=load_thresholds(run, label_map).tolist() if label_map.multi_label else None,
+                     truncation=cfg.model.truncation)
 
 
 def _summary(run: Path) -> dict[str, Any]:
