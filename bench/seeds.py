@@ -70,8 +70,8 @@ FULL: dict[str, dict[str, object]] = {
 """Per-experiment changes that fit a session on 2 CPU cores; the table's train-size column says so."""
 
 SKIPPED = {
-    "s2_goemotions_full": "not run by default: full fine-tuning trains at ~62 examples/s here, ~12 min per epoch "
-                          "of 43,410 rows; name it to run it",
+    "s2_goemotions_full": "not run by default: full fine-tuning trains at ~62 examples/s here, 3 epochs of 43,410 "
+                          "rows take ~37 min; name it to run it",
     "s3_imdb_full": "not run by default: 22,500 reviews at 256+ tokens train at ~7 examples/s here (~1.8 h per "
                     "epoch) and the 25,000 test reviews take ~20 min; name it to run it",
 }
