@@ -55,7 +55,8 @@ def _special_tokens_around(tokenizer) -> tuple[int, int]:
     for before in range(len(full) - len(body) + 1):
         if full[before:before + len(body)] == body:
             return before, len(full) - len(body) - before
-    raise ValueError(f"the tokenizer's special tokens do not wrap the text's tokens: {full} around {body}")
+    raise ValueError(f"model.truncation tail and head+tail need a tokenizer that puts its special tokens around a "
+                     f"text's tokens; this one gives {full} for the tokens {body}. Use model.truncation=head.")
 
 
 def _keep(ids: list[int], budget: int, head: int) -> list[int]:
