@@ -73,8 +73,8 @@ FULL: dict[str, dict[str, object]] = {
 SKIPPED = {
     "s2_goemotions_full": "not run by default: full fine-tuning trains at ~62 examples/s here, 3 epochs of 43,410 "
                           "rows take ~37 min; name it to run it",
-    "s3_imdb_full": "not run by default: 22,500 reviews at 256+ tokens train at ~7 examples/s here (~1.8 h per "
-                    "epoch) and the 25,000 test reviews take ~20 min; name it to run it",
+    "s3_imdb_full": "not run by default: 22,500 reviews at 256 tokens, 1 epoch, and 25,000 test reviews take ~73 min "
+                    "here; name it to run it",
 }
 """Experiments left out of a run of all of them on 2 CPU cores, and why; a finished run of one (named once) is shown."""
 
