@@ -7,6 +7,7 @@ is the single largest speed-up for short texts (see bench/RESULTS.md).
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -47,9 +48,10 @@ def encode(tokenizer, texts: Sequence[str], max_length: int, truncation: str = "
     return Encoded(out)
 
 
+@functools.cache
 def _special_tokens_around(tokenizer) -> tuple[int, int]:
     """How many special tokens the tokenizer puts before and after a single text's tokens (BERT: 1 and 1,
-    GPT-2: 0 and 0), read off one probe text."""
+    GPT-2: 0 and 0), read off one probe text once per tokenizer (serve encodes every request)."""
     full = tokenizer("hello")["input_ids"]
     body = tokenizer("hello", add_special_tokens=False)["input_ids"]
     for before in range(len(full) - len(body) + 1):
