@@ -6,8 +6,9 @@
 Both classify the 2000 emotion test texts with the same merged weights. textlora: length-sorted
 batches of 128 with dynamic padding, the last layer for [CLS] only; the pipeline at each batch size of
 `--pipeline-batch-size` (default 1, 16 and 64), and the speed-up is quoted against its fastest.
-Also textlora with dynamic int8 quantization (per-channel weights). Prints one JSON line: examples/s of
-each, the speed-up, label agreement with the pipeline, and test accuracy of each.
+Also textlora with dynamic int8 quantization (per-channel weights) and with bf16 autocast (fast only on
+CPUs with AMX or AVX512-BF16: `cpu_native_bf16` says whether this one has them). Prints one JSON line:
+examples/s of each, the speed-up, label agreement with the pipeline, and test accuracy of each.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def main() -> None:
 
     from textlora.config import DataConfig
     from textlora.data.splits import load_dataset
+    from textlora.model.precision import native_bf16
     from textlora.predict import Predictor
 
     run = args.run or _quick_run(args.data)
@@ -68,6 +70,7 @@ def main() -> None:
     theirs, t_pipe, best_bs = best
     q = Predictor.load(run, int8=True)
     ours8, t_int8 = _timed(q.predict, texts)
+    ours16, t_bf16 = _timed(Predictor.load(run, precision="bf16").predict, texts)
     n = len(texts)
 
     def acc(pred):
@@ -77,11 +80,14 @@ def main() -> None:
         "bench": "infer_vs_pipeline", "texts": n, "run": run,
         "pipeline_examples_per_s_by_batch_size": pipe_rates, "pipeline_best_batch_size": best_bs,
         "pipeline_examples_per_s": round(n / t_pipe, 1), "textlora_examples_per_s": round(n / t_ours, 1),
-        "textlora_int8_examples_per_s": round(n / t_int8, 1),
+        "textlora_int8_examples_per_s": round(n / t_int8, 1), "textlora_bf16_examples_per_s": round(n / t_bf16, 1),
         "speedup": round(t_pipe / t_ours, 2), "speedup_int8": round(t_pipe / t_int8, 2),
+        "speedup_bf16": round(t_pipe / t_bf16, 2),
         "agreement_fp32": round(float(np.mean([a == b for a, b in zip(ours, theirs)])), 4),
         "agreement_int8": round(float(np.mean([a == b for a, b in zip(ours8, theirs)])), 4),
+        "agreement_bf16": round(float(np.mean([a == b for a, b in zip(ours16, theirs)])), 4),
         "accuracy_pipeline": acc(theirs), "accuracy_textlora": acc(ours), "accuracy_textlora_int8": acc(ours8),
+        "accuracy_textlora_bf16": acc(ours16), "cpu_native_bf16": native_bf16(),
     }))
 
 

@@ -86,3 +86,36 @@ def test_predict_and_serve_truncate_as_the_run_was_trained(tiny_models, tmp_path
     served = Registry.load([RunSpec.parse(f"r={tmp_path / 'run'}")]).scores("r", texts)
     assert served[0] == pytest.approx(served[1], abs=1e-5)
     assert served[1] == pytest.approx(clf.predict_proba([end])[0], abs=1e-5)
+
+
+def test_bf16_predicts_in_bfloat16_close_to_fp32(run_and_other_base, monkeypatch):
+    import numpy as np
+    import torch
+
+    from textlora.errors import ConfigError
+
+    run, _ = run_and_other_base
+    texts = ["good great day", "the bad awful chair", "a table and a door", "i love it"]
+    dtypes = set()  # output dtypes of every Linear during the bf16 predictions
+
+    def record(module, args, output):
+        if isinstance(module, torch.nn.Linear):
+            dtypes.add(output.dtype)
+
+    fp32 = Predictor.load(run).logits(texts)
+    monkeypatch.setattr("textlora.predict.native_bf16", lambda device: True)  # no hardware warning here
+    bf16 = Predictor.load(run, precision="bf16")
+    handle = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        logits = bf16.logits(texts)
+    finally:
+        handle.remove()
+    assert dtypes == {torch.bfloat16} and logits.dtype == np.float32
+    assert np.allclose(logits, fp32, atol=0.05) and not np.array_equal(logits, fp32)
+    monkeypatch.setattr("textlora.predict.native_bf16", lambda device: False)
+    with pytest.warns(UserWarning, match="AMX or AVX512-BF16"):
+        Predictor.load(run, precision="bf16")
+    with pytest.raises(ConfigError, match=r"precision must be one of \['fp32', 'bf16'\], got 'fp16'"):
+        Predictor.load(run, precision="fp16")
+    with pytest.raises(ConfigError, match="exclude each other"):
+        Predictor.load(run, int8=True, precision="bf16")

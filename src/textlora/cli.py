@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--text-column", default="text")
     pr.add_argument("--output", help="JSONL output file (default: stdout)")
     pr.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    pr.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                    help="bf16: bfloat16 autocast, ~2x faster on CPUs with AMX/AVX512-BF16, slightly less exact")
     for q in (e, pr):
         q.add_argument("--no-check-base", action="store_true", help="skip the base-model weight check")
     x = sub.add_parser("export", help="write a run as a merged full-precision Hugging Face model folder")
@@ -122,7 +124,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     texts = list(args.texts) + (read_texts(args.input, args.text_column) if args.input else [])
     if not texts:
         raise TextloraError("nothing to classify: give texts as arguments or --input FILE.")
-    clf = Predictor.load(args.run, check_base=not args.no_check_base)
+    clf = Predictor.load(args.run, check_base=not args.no_check_base, precision=args.precision)
     proba = clf.predict_proba(texts)
     chosen = clf.predict(texts) if clf.label_map.multi_label else [clf.labels_[int(p.argmax())] for p in proba]
     rows = [{"text": t, "label": c, "scores": {name: round(float(s), 6) for name, s in zip(clf.labels_, p)}}

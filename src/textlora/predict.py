@@ -13,6 +13,7 @@ threshold, tuned on validation at training time and saved as `thresholds.json` i
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,11 @@ import numpy as np
 from textlora.config import RunConfig
 from textlora.data.batching import encode
 from textlora.data.labels import LabelMap
-from textlora.errors import ModelError
+from textlora.errors import ConfigError, ModelError
 from textlora.metrics import sigmoid, softmax
 from textlora.model.inference import forward_logits, quantize_int8
 from textlora.model.load import base_identity, resolve_base
+from textlora.model.precision import PRECISIONS, native_bf16
 from textlora.model.saving import load_model
 from textlora.run_folder import read_json, require_run
 
@@ -34,8 +36,10 @@ class Predictor:
     """A trained run, ready to classify texts. Build it with `Predictor.load(run_dir)`."""
 
     def __init__(self, model: Any, tokenizer: Any, label_map: LabelMap, config: RunConfig,
-                 manifest: dict[str, Any], run_dir: Path, batch_size: int = 128):
+                 manifest: dict[str, Any], run_dir: Path, batch_size: int = 128, precision: str = "fp32"):
         self.model = model
+        self.precision = precision
+        """'fp32', or 'bf16': the forward pass under bfloat16 autocast."""
         self.tokenizer = tokenizer
         self.label_map = label_map
         self.config = config
@@ -52,16 +56,23 @@ class Predictor:
 
     @classmethod
     def load(cls, run_dir: str | Path, check_base: bool = True, batch_size: int = 128,
-             int8: bool = False) -> Predictor:
+             int8: bool = False, precision: str = "fp32") -> Predictor:
         """Load the run at `run_dir` onto its base model (LoRA merged into the weights).
 
         Args:
             check_base: verify that the base model's weights are the ones the run was trained on.
             int8: dynamically quantize the linear layers to int8 (faster on a CPU, slightly less exact).
+            precision: 'bf16' runs the forward pass under bfloat16 autocast: ~2x faster on CPUs with AMX or
+                AVX512-BF16, slower elsewhere, and slightly less exact (bench/RESULTS.md); 'fp32' by default.
 
         Raises:
             ModelError: not a finished run, or its base is missing or different.
         """
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}.")
+        if precision != "fp32" and int8:
+            raise ConfigError("int8 and precision='bf16' exclude each other: int8 quantizes the linear layers, "
+                              "bf16 autocasts them. Pick one.")
         run = require_run(run_dir)
         manifest = read_json(run / "manifest.json")
         cfg = RunConfig.from_yaml(run / "config.yaml", strict=False)
@@ -72,13 +83,16 @@ class Predictor:
         model, tokenizer = load_model(run, manifest["method"], base_path, label_map, cfg.model.attn_implementation)
         if int8:
             model = quantize_int8(model)
-        return cls(model, tokenizer, label_map, cfg, manifest, run, batch_size)
+        if precision == "bf16" and native_bf16(next(model.parameters()).device.type) is False:
+            warnings.warn("precision='bf16' on a device without bf16 matrix units (a CPU needs AMX or "
+                          "AVX512-BF16): bf16 is emulated there and likely slower than fp32.", stacklevel=2)
+        return cls(model, tokenizer, label_map, cfg, manifest, run, batch_size, precision)
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         """Raw logits (n, num_labels)."""
         texts = _as_list(texts)
         enc = encode(self.tokenizer, texts, self.config.model.max_length, self.config.model.truncation)
-        return forward_logits(self.model, enc, self.tokenizer.pad_token_id, self.batch_size)
+        return forward_logits(self.model, enc, self.tokenizer.pad_token_id, self.batch_size, self.precision)
 
     def predict_proba(self, texts: str | Sequence[str]) -> np.ndarray:
         """Scores (n, num_labels), columns in `labels_` order: softmax probabilities, or an independent

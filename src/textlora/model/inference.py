@@ -7,19 +7,22 @@ import torch
 
 from textlora.data.batching import Encoded, eval_batches, iterate
 from textlora.model.cls_only import cls_only_last_layer
+from textlora.model.precision import autocast
 
 
 @torch.inference_mode()
-def forward_logits(model: torch.nn.Module, encoded: Encoded, pad_id: int, batch_size: int = 128) -> np.ndarray:
+def forward_logits(model: torch.nn.Module, encoded: Encoded, pad_id: int, batch_size: int = 128,
+                   precision: str = "fp32") -> np.ndarray:
     """Logits (n, num_labels) for every example of `encoded`, in input order.
 
     Batches are sorted by length so that almost no padding is computed, and a BERT-style last layer
     runs for [CLS] only (`model/cls_only.py`); rows are put back in the original order before returning.
+    `precision` 'bf16' runs the forward under bfloat16 autocast (`model/precision.py`); logits come back fp32.
     """
     was_training = model.training
     model.eval()
     out: np.ndarray | None = None
-    with cls_only_last_layer(model):
+    with cls_only_last_layer(model), autocast(model, precision):
         for idx, inputs in iterate(encoded, eval_batches(encoded.lengths, batch_size), pad_id):
             logits = model(**inputs).logits.float().numpy()  # (B, num_labels)
             if out is None:
