@@ -130,9 +130,9 @@ def export_merged(run_dir: str | Path, out: str | Path, check_base: bool = True)
     return out
 
 
-def load(run_dir: str | Path, check_base: bool = True) -> Predictor:
-    """Shortcut for `Predictor.load`."""
-    return Predictor.load(run_dir, check_base=check_base)
+def load(run_dir: str | Path, check_base: bool = True, **options: Any) -> Predictor:
+    """Shortcut for `Predictor.load` (`options`: batch_size, int8, precision)."""
+    return Predictor.load(run_dir, check_base=check_base, **options)
 
 
 def load_thresholds(run_dir: Path, label_map: LabelMap) -> np.ndarray:

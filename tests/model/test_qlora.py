@@ -43,6 +43,19 @@ def test_qlora_step_trains_adapters_and_fp32_head_on_a_4bit_base(tiny_models, ki
     assert quantized and all(torch.equal(v, dict(model.named_parameters())[k]) for k, v in quantized.items())
 
 
+def test_eval_forward_leaves_the_4bit_weights_as_loaded(tiny_models):
+    # bitsandbytes repacks NF4 weights on an eval forward on AVX512-BF16 CPUs; textlora turns that off
+    base = load_base(str(tiny_models["bert"]), LABELS, quantization_config=nf4_config())
+    layers = [m for m in base.model.modules() if is_4bit(m)]
+    assert layers and not any(m.support_avx512bf16_for_cpu for m in layers)
+    before = [m.weight.detach().clone() for m in layers]
+    batch = base.tokenizer(["good day", "the bad chair was here"], padding=True, return_tensors="pt")
+    base.model.eval()
+    with torch.inference_mode():
+        base.model(**batch)
+    assert all(torch.equal(b, m.weight) for b, m in zip(before, layers))
+
+
 @pytest.fixture(scope="module", params=["bert", "gpt2"])
 def qlora_run(request, tiny_models, tmp_path_factory):
     from conftest import make_rows, write_jsonl

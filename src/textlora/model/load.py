@@ -83,6 +83,10 @@ def load_base(name: str, label_map: LabelMap, attn_implementation: str = "sdpa",
     if quantization_config is not None:
         kwargs["quantization_config"] = quantization_config
     model, info = _from_pretrained(AutoModelForSequenceClassification, path, **kwargs)
+    if quantization_config is not None:
+        from textlora.model.quantization import keep_weights_unpacked
+
+        keep_weights_unpacked(model)  # the same NF4 kernel in training and evaluation on every CPU
     new_modules = sorted({k.rsplit(".", 1)[0] for k in info["missing_keys"]})
     return BaseModel(model, tokenizer, new_modules, path)
 

@@ -49,6 +49,21 @@ def quantization_config(method: str) -> object | None:
     return nf4_config() if method == "qlora" else None
 
 
+def keep_weights_unpacked(model: torch.nn.Module) -> torch.nn.Module:
+    """Turn off bitsandbytes' CPU repacking of 4-bit weights, so that every CPU runs the same NF4 kernel.
+
+    On CPUs with AVX512-BF16 (bitsandbytes >= 0.48) a `Linear4bit` rewrites its weight into another layout on its
+    first eval-mode forward. The rewrite asserts that out_features is divisible by 32 (tiny models and small
+    heads are not: "N must be divisible by block_n") and leaves the weight rewritten when training resumes,
+    which textlora does after every validation pass. Measured on such a CPU: tests/model/test_qlora.py failed
+    with that assertion before this was called in `load_base`.
+    """
+    for module in model.modules():
+        if is_4bit(module) and hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+    return model
+
+
 def prepare_for_kbit(model: torch.nn.Module) -> torch.nn.Module:
     """PEFT's `prepare_model_for_kbit_training`: freeze the base, keep norms in fp32. Gradient
     checkpointing is left to `train.gradient_checkpointing` (on for qlora by default), like every method's."""
