@@ -67,6 +67,7 @@ class Predictor:
 
         Raises:
             ModelError: not a finished run, or its base is missing or different.
+            ConfigError: an unknown precision, or int8 together with bf16.
         """
         if precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}.")
