@@ -274,3 +274,26 @@ def test_tight_batches_bound_padding():
     assert batches[0] == [0, 3, 6] and all(len(b) <= 3 for b in batches)
     for b in batches:
         assert sum(lengths[i] for i in b) >= 0.75 * len(b) * max(lengths[i] for i in b) or len(b) == 1
+
+
+def test_bf16_registry_scores_in_bfloat16_close_to_fp32(runs, expected, monkeypatch):
+    import torch
+
+    from textlora.errors import ConfigError
+    from textlora.serve.options import ServeOptions
+    from textlora.serve.registry import Registry, RunSpec
+
+    monkeypatch.setattr("textlora.model.precision.native_bf16", lambda device="cpu": True)
+    reg = Registry.load([RunSpec.parse(f"{n}={p}") for n, p in runs.items()], precision="bf16")
+    dtypes = set()
+    handle = torch.nn.modules.module.register_module_forward_hook(
+        lambda module, args, output: dtypes.add(output.dtype) if isinstance(module, torch.nn.Linear) else None)
+    try:
+        scores = {name: reg.scores(name, TEXTS) for name in runs}
+    finally:
+        handle.remove()
+    assert dtypes == {torch.bfloat16}
+    for name in runs:
+        assert np.allclose(scores[name], expected[name], atol=0.02)
+    with pytest.raises(ConfigError, match="precision must be 'fp32' or 'bf16', got 'fp16'"):
+        ServeOptions(precision="fp16")

@@ -168,6 +168,8 @@ def _add_serve_parser(sub: Any) -> None:
     s.add_argument("--no-batching", action="store_true", help="one forward pass per request")
     s.add_argument("--threads", type=int, help="torch CPU threads for inference (default: one per core)")
     s.add_argument("--no-check-base", action="store_true", help="skip the base-model weight check")
+    s.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16: bfloat16 autocast, ~2x faster on CPUs with AMX/AVX512-BF16, slightly less exact")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -176,7 +178,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     serve(args.runs, ServeOptions(host=args.host, port=args.port, max_texts=args.max_texts, max_chars=args.max_chars,
                                   max_body_bytes=args.max_body_bytes, max_wait_ms=args.max_wait_ms,
                                   max_batch=args.max_batch, batching=not args.no_batching,
-                                  threads=args.threads, check_base=not args.no_check_base))
+                                  threads=args.threads, check_base=not args.no_check_base,
+                                  precision=args.precision))
     return 0
 
 # --- end serve ---------------------------------------------------------------------------------

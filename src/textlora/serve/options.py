@@ -29,6 +29,9 @@ class ServeOptions:
     """torch CPU threads for inference; None keeps torch's default (one per core)."""
     check_base: bool = True
     """Verify each base model's weight sha256 against the runs' manifests."""
+    precision: str = "fp32"
+    """'bf16': forward passes under bfloat16 autocast, ~2x faster on CPUs with AMX or AVX512-BF16 and slightly
+    less exact (`textlora.model.precision`)."""
 
     def __post_init__(self) -> None:
         problems = [f"{name} must be a positive integer, got {getattr(self, name)}"
@@ -38,6 +41,8 @@ class ServeOptions:
             problems.append(f"threads must be a positive integer or unset, got {self.threads}")
         if self.max_wait_ms < 0:
             problems.append(f"max_wait_ms must be 0 or more, got {self.max_wait_ms}")
+        if self.precision not in ("fp32", "bf16"):
+            problems.append(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if not 0 <= self.port < 65536:
             problems.append(f"port must be in 0..65535, got {self.port}")
         if problems:

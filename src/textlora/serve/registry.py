@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,9 +99,11 @@ class Registry:
 
     runs: dict[str, ServedRun] = field(default_factory=dict)
     batch_size: int = 128
+    precision: str = "fp32"
+    """'fp32', or 'bf16': forward passes under bfloat16 autocast (`textlora.model.precision`)."""
 
     @classmethod
-    def load(cls, specs: Sequence[RunSpec], check_base: bool = True) -> Registry:
+    def load(cls, specs: Sequence[RunSpec], check_base: bool = True, precision: str = "fp32") -> Registry:
         """Load every run; runs on the same base share one copy of it.
 
         Raises:
@@ -113,10 +116,16 @@ class Registry:
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ConfigError(f"run names {duplicates} are given more than once; name each run: NAME=PATH.")
-        reg = cls()
+        reg = cls(precision=precision)
         shared: dict[tuple[str, str | None, bool], Any] = {}
         for spec in specs:
             reg.runs[spec.name] = _load_run(spec, shared, check_base)
+        if precision == "bf16":
+            from textlora.model.precision import native_bf16
+
+            if native_bf16() is False:
+                warnings.warn("precision 'bf16' on a CPU without AMX or AVX512-BF16: bf16 is emulated there and "
+                              "likely slower than fp32.", stacklevel=2)
         for base in shared.values():
             for name in base.runs:
                 reg.runs[name].shared = len(base.runs) > 1
@@ -136,7 +145,7 @@ class Registry:
         enc = encode(run.tokenizer, texts, run.max_length, run.truncation)
         enc.input_ids = [ids or [pad_id] for ids in enc.input_ids]  # a tokenizer without [CLS] may give none
         with run.activate() as model:
-            logits = _forward(model, enc, pad_id, self.batch_size)
+            logits = _forward(model, enc, pad_id, self.batch_size, self.precision)
         return 1.0 / (1.0 + np.exp(-logits)) if run.multi_label else softmax(logits)
 
 
@@ -157,15 +166,16 @@ def tight_batches(lengths: Sequence[int], max_rows: int, max_padding: float = 0.
     return batches + [cur] if cur else batches
 
 
-def _forward(model: Any, enc: Any, pad_id: int, max_rows: int) -> np.ndarray:
-    """Logits (n, num_labels) in input order, computed in `tight_batches`."""
+def _forward(model: Any, enc: Any, pad_id: int, max_rows: int, precision: str = "fp32") -> np.ndarray:
+    """Logits (n, num_labels) in input order, computed in `tight_batches` at `precision`."""
     import torch
 
     from textlora.data.batching import iterate
     from textlora.model.cls_only import cls_only_last_layer
+    from textlora.model.precision import autocast
 
     out = None
-    with torch.inference_mode(), cls_only_last_layer(model):
+    with torch.inference_mode(), cls_only_last_layer(model), autocast(model, precision):
         for idx, inputs in iterate(enc, tight_batches(enc.lengths, max_rows), pad_id):
             logits = model(**inputs).logits.float().numpy()  # (B, num_labels)
             out = np.zeros((len(enc), logits.shape[1]), dtype=np.float32) if out is None else out
