@@ -103,7 +103,7 @@ def test_bf16_predicts_in_bfloat16_close_to_fp32(run_and_other_base, monkeypatch
             dtypes.add(output.dtype)
 
     fp32 = Predictor.load(run).logits(texts)
-    monkeypatch.setattr("textlora.predict.native_bf16", lambda device: True)  # no hardware warning here
+    monkeypatch.setattr("textlora.model.precision.native_bf16", lambda device: True)  # no hardware warning here
     bf16 = Predictor.load(run, precision="bf16")
     handle = torch.nn.modules.module.register_module_forward_hook(record)
     try:
@@ -112,7 +112,7 @@ def test_bf16_predicts_in_bfloat16_close_to_fp32(run_and_other_base, monkeypatch
         handle.remove()
     assert dtypes == {torch.bfloat16} and logits.dtype == np.float32
     assert np.allclose(logits, fp32, atol=0.05) and not np.array_equal(logits, fp32)
-    monkeypatch.setattr("textlora.predict.native_bf16", lambda device: False)
+    monkeypatch.setattr("textlora.model.precision.native_bf16", lambda device: False)
     with pytest.warns(UserWarning, match="AMX or AVX512-BF16"):
         Predictor.load(run, precision="bf16")
     with pytest.raises(ConfigError, match=r"precision must be one of \['fp32', 'bf16'\], got 'fp16'"):

@@ -283,7 +283,7 @@ def test_bf16_registry_scores_in_bfloat16_close_to_fp32(runs, expected, monkeypa
     from textlora.serve.options import ServeOptions
     from textlora.serve.registry import Registry, RunSpec
 
-    monkeypatch.setattr("textlora.model.precision.native_bf16", lambda device="cpu": True)
+    monkeypatch.setattr("textlora.model.precision.native_bf16", lambda device: True)
     reg = Registry.load([RunSpec.parse(f"{n}={p}") for n, p in runs.items()], precision="bf16")
     dtypes = set()
     handle = torch.nn.modules.module.register_module_forward_hook(

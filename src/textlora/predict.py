@@ -13,7 +13,6 @@ threshold, tuned on validation at training time and saved as `thresholds.json` i
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from textlora.errors import ConfigError, ModelError
 from textlora.metrics import sigmoid, softmax
 from textlora.model.inference import forward_logits, quantize_int8
 from textlora.model.load import base_identity, resolve_base
-from textlora.model.precision import PRECISIONS, native_bf16
+from textlora.model.precision import PRECISIONS, warn_if_emulated
 from textlora.model.saving import load_model
 from textlora.run_folder import read_json, require_run
 
@@ -84,9 +83,7 @@ class Predictor:
         model, tokenizer = load_model(run, manifest["method"], base_path, label_map, cfg.model.attn_implementation)
         if int8:
             model = quantize_int8(model)
-        if precision == "bf16" and native_bf16(next(model.parameters()).device.type) is False:
-            warnings.warn("precision='bf16' on a device without bf16 matrix units (a CPU needs AMX or "
-                          "AVX512-BF16): bf16 is emulated there and likely slower than fp32.", stacklevel=2)
+        warn_if_emulated(precision, next(model.parameters()).device.type)
         return cls(model, tokenizer, label_map, cfg, manifest, run, batch_size, precision)
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:

@@ -10,6 +10,7 @@ Training steps stay fp32: with bf16 autocast they ran slower on that same CPU (b
 from __future__ import annotations
 
 import contextlib
+import warnings
 from pathlib import Path
 
 import torch
@@ -41,3 +42,10 @@ def native_bf16(device: str = "cpu", cpuinfo: str | Path = "/proc/cpuinfo") -> b
         return None
     flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
     return any(f in flags for f in _CPU_BF16_FLAGS)
+
+
+def warn_if_emulated(precision: str, device: str = "cpu") -> None:
+    """Warn when `precision` is 'bf16' and `device` has no bf16 matrix units (slower than fp32 there)."""
+    if precision == "bf16" and native_bf16(device) is False:
+        warnings.warn("precision 'bf16' on a device without bf16 matrix units (a CPU needs AMX or AVX512-BF16): "
+                      "bf16 is emulated there and likely slower than fp32.", stacklevel=3)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,12 +119,9 @@ class Registry:
         shared: dict[tuple[str, str | None, bool], Any] = {}
         for spec in specs:
             reg.runs[spec.name] = _load_run(spec, shared, check_base)
-        if precision == "bf16":
-            from textlora.model.precision import native_bf16
+        from textlora.model.precision import warn_if_emulated
 
-            if native_bf16() is False:
-                warnings.warn("precision 'bf16' on a CPU without AMX or AVX512-BF16: bf16 is emulated there and "
-                              "likely slower than fp32.", stacklevel=2)
+        warn_if_emulated(precision)  # served models run on the CPU
         for base in shared.values():
             for name in base.runs:
                 reg.runs[name].shared = len(base.runs) > 1
