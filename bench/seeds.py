@@ -63,7 +63,7 @@ FULL: dict[str, dict[str, object]] = {
     "s2_goemotions_full": {"train.eval_base": False},  # the config's 3 epochs (~40 min)
     "s2_dbpedia_lora": {"train.eval_base": False},  # all 27,000 rows, 2 epochs (35 min)
     "s3_imdb_1000": {"train.eval_base": False},
-    "s3_imdb_full": {"model.max_length": 256, "train.epochs": 1, "train.eval_base": False},  # ~70 min
+    "s3_imdb_full": {"model.max_length": 256, "train.epochs": 2, "train.eval_base": False},  # ~100 min
     "s4_emotion_head": {"train.epochs": 2},
     "s4_emotion_lora": {"train.epochs": 2},
     "s4_emotion_qlora": {"train.epochs": 2},

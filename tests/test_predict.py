@@ -119,3 +119,23 @@ def test_bf16_predicts_in_bfloat16_close_to_fp32(run_and_other_base, monkeypatch
         Predictor.load(run, precision="fp16")
     with pytest.raises(ConfigError, match="exclude each other"):
         Predictor.load(run, int8=True, precision="bf16")
+
+
+def test_int8_quantizes_every_linear_layer_quietly_and_stays_close_to_fp32(run_and_other_base):
+    import warnings
+
+    import numpy as np
+    import torch
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+
+    run, _ = run_and_other_base
+    texts = ["good great day", "the bad awful chair", "a table and a door", "i love it"]
+    fp32 = Predictor.load(run).logits(texts)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        int8 = Predictor.load(run, int8=True)
+        logits = int8.logits(texts)
+    assert not [w for w in caught if "quantiz" in str(w.message)]  # torch's torchao notices are not the user's
+    kinds = {type(m) for m in int8.model.modules() if isinstance(m, (torch.nn.Linear, DynamicInt8Linear))}
+    assert kinds == {DynamicInt8Linear}
+    assert np.allclose(logits, fp32, atol=0.05) and not np.array_equal(logits, fp32)

@@ -101,3 +101,18 @@ def test_serving_a_qlora_run_matches_the_predictor(qlora_run):
     run = qlora_run[0] / "run"
     reg = Registry.load([RunSpec("q", run)])
     np.testing.assert_allclose(reg.scores("q", TEXTS), Predictor.load(run).predict_proba(TEXTS), atol=1e-5)
+
+
+def test_importing_peft_through_textlora_prints_no_bitsandbytes_kernel_notice():
+    """On AVX512-BF16 CPUs bitsandbytes logs at import that it cannot fetch a hub kernel that textlora never uses
+    (`keep_weights_unpacked`); every `textlora train` printed it, LoRA runs too. A fresh process, so the import
+    really happens here; on other CPUs there is no notice either way."""
+    import subprocess
+    import sys
+
+    code = ("import logging, sys; logging.basicConfig(stream=sys.stderr); "
+            "import textlora.model.adapters, peft, bitsandbytes; "
+            "logging.getLogger('bitsandbytes.backends.cpu.ops').error('errors still show')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "kernels-community" not in done.stderr and "errors still show" in done.stderr

@@ -41,7 +41,12 @@ def quantize_int8(model: torch.nn.Module, per_channel: bool = True) -> torch.nn.
     the labels closer to fp32 at the same speed. For inference on a CPU only; the accuracy change is
     measured in bench/infer_vs_pipeline.py.
     """
-    from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
+    import warnings
 
-    qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
-    return quantize_dynamic(model, {torch.nn.Linear: qconfig}, dtype=torch.qint8)
+    with warnings.catch_warnings():  # torch 2.13 announces torchao as the successor of torch.ao.quantization
+        warnings.simplefilter("ignore", DeprecationWarning)  # and of quantized tensors: nothing a user can act on
+        warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor", category=UserWarning)
+        from torch.ao import quantization as tq
+
+        qconfig = tq.per_channel_dynamic_qconfig if per_channel else tq.default_dynamic_qconfig
+        return tq.quantize_dynamic(model, {torch.nn.Linear: qconfig}, dtype=torch.qint8)
