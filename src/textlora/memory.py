@@ -23,6 +23,22 @@ def peak_rss_mb() -> float | None:
         return None
 
 
+def release_free_memory() -> bool:
+    """Return the heap memory this process has freed to the OS (glibc `malloc_trim`); False where there is none.
+
+    glibc keeps freed blocks for reuse, so a large temporary (a checkpoint read and then quantized) would
+    otherwise stay in the resident set, and in the peak, for the rest of the run."""
+    import gc
+
+    gc.collect()
+    try:
+        import ctypes
+
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):  # not glibc (macOS, musl)
+        return False
+
+
 def available_mb() -> float | None:
     """Memory the system can still give without swapping, in MiB (Linux MemAvailable; None if unknown)."""
     return _proc_mb("/proc/meminfo", "MemAvailable")

@@ -1,7 +1,9 @@
 """QLoRA on tiny BERT and GPT-2: a 4-bit NF4 base, an fp32 trained head, LoRA on top; a run saves,
 loads and exports to a plain Hugging Face folder that predicts the same."""
 
+import gc
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +18,7 @@ from textlora.predict import Predictor, export_merged
 from textlora.train import train
 
 bnb = pytest.importorskip("bitsandbytes")
-from textlora.model.quantization import is_4bit, nf4_config  # noqa: E402
+from textlora.model.quantization import is_4bit, nf4_config, release_checkpoint  # noqa: E402
 
 LABELS = LabelMap(["neg", "neu", "pos"])
 TEXTS = ["good great day", "the bad awful chair", "a table and a door", "i love it"]
@@ -54,6 +56,34 @@ def test_eval_forward_leaves_the_4bit_weights_as_loaded(tiny_models):
     with torch.inference_mode():
         base.model(**batch)
     assert all(torch.equal(b, m.weight) for b, m in zip(before, layers))
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads the memory maps of a Linux process")
+def test_a_4bit_load_closes_the_checkpoints_memory_map(tiny_models):
+    # the fp32 weights read to quantize them would otherwise stay resident through the map (bench/RESULTS.md)
+    checkpoint = str(tiny_models["bert"] / "model.safetensors")
+    lora = load_base(str(tiny_models["bert"]), LABELS)  # zero-copy: its weights are views of the file
+    assert checkpoint in Path("/proc/self/maps").read_text()
+    del lora
+    gc.collect()
+    assert checkpoint not in Path("/proc/self/maps").read_text()
+    base = load_base(str(tiny_models["bert"]), LABELS, quantization_config=nf4_config())
+    assert checkpoint not in Path("/proc/self/maps").read_text()
+    assert sum(is_4bit(m) for m in base.model.modules()) == 12
+
+
+def test_release_checkpoint_copies_plain_tensors_keeps_ties_and_4bit_weights():
+    shared = torch.nn.Linear(3, 3)
+    model = torch.nn.Sequential(shared, torch.nn.BatchNorm1d(3), shared, bnb.nn.Linear4bit(64, 64))
+    packed, weight = model[3].weight, shared.weight
+    x = torch.randn(4, 3)
+    model.eval()
+    before = model[:3](x)
+    release_checkpoint(model)
+    assert model[0].weight is not weight and model[0].weight is model[2].weight  # copied once, still tied
+    assert isinstance(model[0].weight, torch.nn.Parameter) and model[0].weight.requires_grad
+    assert model[3].weight is packed  # 4-bit weights are left alone
+    assert torch.equal(before, model[:3](x))
 
 
 @pytest.fixture(scope="module", params=["bert", "gpt2"])

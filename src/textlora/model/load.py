@@ -84,9 +84,10 @@ def load_base(name: str, label_map: LabelMap, attn_implementation: str = "sdpa",
         kwargs["quantization_config"] = quantization_config
     model, info = _from_pretrained(AutoModelForSequenceClassification, path, **kwargs)
     if quantization_config is not None:
-        from textlora.model.quantization import keep_weights_unpacked
+        from textlora.model.quantization import keep_weights_unpacked, release_checkpoint
 
         keep_weights_unpacked(model)  # the same NF4 kernel in training and evaluation on every CPU
+        release_checkpoint(model)  # else the fp32 weights just quantized stay resident through the file map
     new_modules = sorted({k.rsplit(".", 1)[0] for k in info["missing_keys"]})
     return BaseModel(model, tokenizer, new_modules, path)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from textlora.memory import release_free_memory
 from textlora.model.adapters import HEAD_NAMES
 
 INSTALL_HINT = 'pip install "textlora[qlora]"'
@@ -61,6 +62,33 @@ def keep_weights_unpacked(model: torch.nn.Module) -> torch.nn.Module:
     for module in model.modules():
         if is_4bit(module) and hasattr(module, "support_avx512bf16_for_cpu"):
             module.support_avx512bf16_for_cpu = False
+    return model
+
+
+def release_checkpoint(model: torch.nn.Module) -> torch.nn.Module:
+    """Copy every weight that is not 4-bit out of the checkpoint's memory map, so the map closes.
+
+    transformers loads safetensors zero-copy: the unquantized weights (embeddings, norms, the head) stay views
+    of the mapped file. Quantizing reads every fp32 linear weight through that map, so while the map stays open
+    those ~4 bytes per quantized weight stay resident, on top of their 4-bit copies, and QLoRA saved nothing.
+    Measured on MiniLM: 41 MB of file pages freed, and the freed fp32 buffers (35 MB) go back to the OS with
+    `release_free_memory`. Tied weights stay tied (one copy per shared tensor).
+    """
+    copies: dict[int, torch.Tensor] = {}
+
+    def copy(t: torch.Tensor) -> torch.Tensor:
+        if id(t) not in copies:
+            c = t.detach().clone()
+            copies[id(t)] = torch.nn.Parameter(c, requires_grad=t.requires_grad) if isinstance(t, torch.nn.Parameter) else c
+        return copies[id(t)]
+
+    with torch.no_grad():
+        for module in model.modules():
+            for group in (module._parameters, module._buffers):
+                for name, t in group.items():
+                    if t is not None and type(t) in (torch.Tensor, torch.nn.Parameter):  # not a Params4bit
+                        group[name] = copy(t)
+    release_free_memory()
     return model
 
 
