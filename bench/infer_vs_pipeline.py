@@ -4,7 +4,7 @@
     python bench/infer_vs_pipeline.py            # trains a quick run first (500 rows, 1 epoch)
 
 Both classify the 2000 emotion test texts with the same merged weights. textlora: length-sorted
-batches of 128 with dynamic padding, the last layer for [CLS] only; the pipeline at each batch size of
+batches of 32 (Predictor's default) with dynamic padding, the last layer for [CLS] only; the pipeline at each batch size of
 `--pipeline-batch-size` (default 1, 16 and 64), and the speed-up is quoted against its fastest.
 Also textlora with dynamic int8 quantization (per-channel weights) and with bf16 autocast (fast only on
 CPUs with AMX or AVX512-BF16: `cpu_native_bf16` says whether this one has them). Prints one JSON line:

@@ -35,7 +35,7 @@ class Predictor:
     """A trained run, ready to classify texts. Build it with `Predictor.load(run_dir)`."""
 
     def __init__(self, model: Any, tokenizer: Any, label_map: LabelMap, config: RunConfig,
-                 manifest: dict[str, Any], run_dir: Path, batch_size: int = 128, precision: str = "fp32"):
+                 manifest: dict[str, Any], run_dir: Path, batch_size: int = 32, precision: str = "fp32"):
         self.model = model
         self.precision = precision
         """'fp32', or 'bf16': the forward pass under bfloat16 autocast."""
@@ -54,7 +54,7 @@ class Predictor:
         return self.label_map.labels
 
     @classmethod
-    def load(cls, run_dir: str | Path, check_base: bool = True, batch_size: int = 128,
+    def load(cls, run_dir: str | Path, check_base: bool = True, batch_size: int = 32,
              int8: bool = False, precision: str = "fp32") -> Predictor:
         """Load the run at `run_dir` onto its base model (LoRA merged into the weights).
 

@@ -11,7 +11,7 @@ from textlora.model.precision import autocast
 
 
 @torch.inference_mode()
-def forward_logits(model: torch.nn.Module, encoded: Encoded, pad_id: int, batch_size: int = 128,
+def forward_logits(model: torch.nn.Module, encoded: Encoded, pad_id: int, batch_size: int = 32,
                    precision: str = "fp32") -> np.ndarray:
     """Logits (n, num_labels) for every example of `encoded`, in input order.
 
