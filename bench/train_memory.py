@@ -33,6 +33,8 @@ def main() -> None:
     p.add_argument("--max-length", type=int, default=256, help="tokens per text (model.max_length)")
     p.add_argument("--max-eval-samples", type=int, default=None, help="sample validation and test too")
     p.add_argument("--only", nargs="+", default=None, metavar="VARIANT", help="run these variants only")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="config overrides for every variant, e.g. train.eval_batch_size=128")
     args = p.parse_args()
     variants = {m: [m] for m in ["lora", "full", "head"]}
     variants["lora top_layers=3 (cached)"] = ["lora", "lora.top_layers=3"]
@@ -53,7 +55,7 @@ def main() -> None:
         cmd = [sys.executable, "-m", "textlora.cli", "train", "--data", args.data, "--method", method, "--out", out,
                "--epochs", "1", "--batch-size", str(args.batch_size), "--max-train-samples",
                str(args.max_train_samples), *evals, "--quiet", "train.eval_base=false",
-               f"model.max_length={args.max_length}", *extra]
+               f"model.max_length={args.max_length}", *args.set, *extra]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
             results[name] = {"error": r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "failed"}
@@ -66,7 +68,7 @@ def main() -> None:
                            "test_accuracy": round(metrics["test"]["accuracy"], 4)}
     print(json.dumps({"bench": "train_memory", "data": os.path.basename(os.path.normpath(args.data)),
                       "train_examples": args.max_train_samples, "batch_size": args.batch_size,
-                      "max_length": args.max_length, "methods": results}))
+                      "max_length": args.max_length, **({"set": args.set} if args.set else {}), "methods": results}))
 
 
 if __name__ == "__main__":
