@@ -53,3 +53,12 @@ def test_gradient_checkpointing_defaults_on_for_qlora_only():
     assert not any(train.resolved_gradient_checkpointing(m) for m in ("lora", "full", "head"))
     forced = RunConfig.from_dict({"train": {"gradient_checkpointing": False}}).train
     assert not forced.resolved_gradient_checkpointing("qlora")
+
+
+def test_memory_trimming_defaults_to_every_10_steps_for_qlora_only():
+    train = RunConfig().train
+    assert train.resolved_trim_memory_every("qlora") == 10
+    assert all(train.resolved_trim_memory_every(m) == 0 for m in ("lora", "full", "head"))
+    assert RunConfig().with_overrides({"train.trim_memory_every": 3}).train.resolved_trim_memory_every("lora") == 3
+    with pytest.raises(ConfigError, match=r"train.trim_memory_every=-1.*trim_memory_every 0 or more"):
+        RunConfig.from_dict({"train": {"trim_memory_every": -1}})

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -49,6 +50,35 @@ def test_training_lowers_the_loss(tiny_models, tiny_data, tmp_path):
     result = train(tiny_config(tiny_data, tiny_models["bert"], tmp_path / "r", epochs=4), progress=False)
     losses = [h["train_loss"] for h in result.metrics["history"]]
     assert losses[-1] < losses[0]
+
+
+def test_freed_memory_goes_back_every_n_steps(tiny_models, tiny_data, tmp_path, monkeypatch):
+    import textlora.train as train_module
+
+    calls = []
+    monkeypatch.setattr(train_module, "release_free_memory", lambda collect=True: calls.append(collect) or True)
+    train(tiny_config(tiny_data, tiny_models["bert"], tmp_path / "r", epochs=2, trim_memory_every=5), progress=False)
+    assert calls == [False] * (2 * 12 // 5)  # 12 steps an epoch; no gc.collect inside the loop
+    calls.clear()
+    train(tiny_config(tiny_data, tiny_models["bert"], tmp_path / "r0", epochs=1), progress=False)
+    assert calls == []  # lora's default: never
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's malloc_trim")
+def test_release_free_memory_returns_freed_heap_to_the_os():
+    from textlora.memory import release_free_memory
+
+    blocks = [bytearray(64 * 1024) for _ in range(2000)]  # ~128 MB of heap blocks below the mmap threshold
+    del blocks[::2]  # leave holes that plain free() cannot give back
+    before = _rss_mb()
+    assert release_free_memory()
+    assert _rss_mb() < before - 30
+    del blocks
+
+
+def _rss_mb() -> float:
+    return next(int(line.split()[1]) / 1024 for line in Path("/proc/self/status").read_text().splitlines()
+                if line.startswith("VmRSS:"))
 
 
 @pytest.fixture(scope="module")

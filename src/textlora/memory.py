@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -23,20 +24,29 @@ def peak_rss_mb() -> float | None:
         return None
 
 
-def release_free_memory() -> bool:
+def release_free_memory(collect: bool = True) -> bool:
     """Return the heap memory this process has freed to the OS (glibc `malloc_trim`); False where there is none.
 
-    glibc keeps freed blocks for reuse, so a large temporary (a checkpoint read and then quantized) would
-    otherwise stay in the resident set, and in the peak, for the rest of the run."""
-    import gc
+    glibc keeps freed blocks for reuse, so a large temporary (a checkpoint read and then quantized) or the
+    fragments of many training steps would otherwise stay in the resident set, and in the peak. `collect`
+    first frees Python's unreachable cycles (`gc.collect`)."""
+    if collect:
+        import gc
 
-    gc.collect()
+        gc.collect()
+    trim = _malloc_trim()
+    return bool(trim(0)) if trim is not None else False
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's `malloc_trim`, or None where the C library has none (macOS, musl)."""
     try:
         import ctypes
 
-        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
-    except (OSError, AttributeError):  # not glibc (macOS, musl)
-        return False
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
 
 
 def available_mb() -> float | None:

@@ -33,7 +33,7 @@ from textlora.config import RunConfig
 from textlora.data.batching import Encoded, collate, encode, train_batches
 from textlora.data.splits import Dataset, load_dataset
 from textlora.errors import ConfigError
-from textlora.memory import available_mb, peak_rss_mb
+from textlora.memory import available_mb, peak_rss_mb, release_free_memory
 from textlora.metrics import (
     binary_cross_entropy,
     classification_metrics,
@@ -233,6 +233,7 @@ def _fit(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, progress: bool
     steps_per_epoch = math.ceil(len(lengths) / tc.batch_size)
     scheduler = _linear_schedule(optimizer, int(tc.warmup_ratio * steps_per_epoch * tc.epochs),
                                  steps_per_epoch * tc.epochs)
+    trim_every = tc.resolved_trim_memory_every(cfg.model.method)
     y_train = _targets(prep, "train")  # class ids, or a multi-hot matrix for multi-label
     loss_fn = _LOSSES[prep.multi]
     select = "f1_macro" if prep.multi else tc.select_metric  # multi-label: at thresholds tuned on validation
@@ -261,6 +262,8 @@ def _fit(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, progress: bool
             if bar is not None:
                 bar.update(len(idx))
                 bar.set_postfix(loss=f"{loss.item():.4f}", ex_s=f"{seen / (time.time() - t_epoch):.0f}")
+            if trim_every and s.step % trim_every == 0:
+                release_free_memory(collect=False)  # else glibc's fragments grow the resident set (memory.py)
             if ckpt and tc.checkpoint_every and s.step % tc.checkpoint_every == 0 and s.batch < len(batches):
                 ckpt.save(s, model, optimizer, scheduler)
         if bar is not None:
