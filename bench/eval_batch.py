@@ -23,26 +23,20 @@ from pathlib import Path
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", "emotion", "test.jsonl.gz")
 
 
-def _status_mb(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) // 1024
-    raise KeyError(key)
-
-
 def one(run: str, texts_path: str, batch_size: int) -> dict:
     """Predict every text of `texts_path` with `run` at `batch_size`, in this process; examples/s and peak delta."""
+    from textlora.memory import peak_rss_mb, rss_mb
     from textlora.predict import Predictor
 
     texts = [json.loads(line)["text"] for line in gzip.open(texts_path, "rt", encoding="utf-8")]
     predictor = Predictor.load(run, batch_size=batch_size)
     predictor.predict_proba(texts[:300])
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
-    resident = _status_mb("VmRSS")
+    resident = rss_mb()
     start = time.perf_counter()
     predictor.predict_proba(texts)
     seconds = time.perf_counter() - start
-    return {"examples_per_s": len(texts) / seconds, "peak_delta_mb": _status_mb("VmHWM") - resident}
+    return {"examples_per_s": len(texts) / seconds, "peak_delta_mb": round(peak_rss_mb() - resident)}
 
 
 def main() -> None:

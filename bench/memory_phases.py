@@ -17,17 +17,16 @@ import json
 import sys
 import threading
 import time
-from pathlib import Path
 
 
 def main() -> None:
     samples: list[tuple[float, int]] = []
 
+    from textlora.memory import rss_mb
+
     def sample() -> None:
         while True:
-            for line in Path("/proc/self/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    samples.append((time.time(), int(line.split()[1]) // 1024))
+            samples.append((time.time(), int(rss_mb())))
             time.sleep(0.02)
 
     threading.Thread(target=sample, daemon=True).start()

@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,19 +65,14 @@ def test_freed_memory_goes_back_every_n_steps(tiny_models, tiny_data, tmp_path, 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="glibc's malloc_trim")
 def test_release_free_memory_returns_freed_heap_to_the_os():
-    from textlora.memory import release_free_memory
+    from textlora.memory import release_free_memory, rss_mb
 
     blocks = [bytearray(64 * 1024) for _ in range(2000)]  # ~128 MB of heap blocks below the mmap threshold
     del blocks[::2]  # leave holes that plain free() cannot give back
-    before = _rss_mb()
+    before = rss_mb()
     assert release_free_memory()
-    assert _rss_mb() < before - 30
+    assert rss_mb() < before - 30
     del blocks
-
-
-def _rss_mb() -> float:
-    return next(int(line.split()[1]) / 1024 for line in Path("/proc/self/status").read_text().splitlines()
-                if line.startswith("VmRSS:"))
 
 
 @pytest.fixture(scope="module")

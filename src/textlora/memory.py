@@ -24,6 +24,11 @@ def peak_rss_mb() -> float | None:
         return None
 
 
+def rss_mb() -> float | None:
+    """Resident memory of this process now, in MiB (Linux VmRSS; None where there is no /proc)."""
+    return _proc_mb("/proc/self/status", "VmRSS")
+
+
 def release_free_memory(collect: bool = True) -> bool:
     """Return the heap memory this process has freed to the OS (glibc `malloc_trim`); False where there is none.
 
