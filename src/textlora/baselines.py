@@ -62,10 +62,34 @@ def majority(data: Dataset) -> BaselineResult:
 
 def tfidf_logreg(data: Dataset, seed: int = 42, grid: tuple[float, ...] = TFIDF_C) -> BaselineResult:
     """TF-IDF (words and bigrams, sublinear tf) + multinomial logistic regression; C picked on validation."""
+    t0 = time.time()
+    fit = fit_tfidf_logreg(data, seed, grid)
+    seconds = time.time() - t0
+    y = {s: np.asarray(data.label_map.encode(data.splits()[s].labels)) for s in fit.logits}
+    metrics = {s: _metrics(fit.logits[s], y[s], data) for s in fit.logits}
+    params = int(fit.classifier.coef_.size + fit.classifier.intercept_.size)
+    return BaselineResult("tfidf_logreg", metrics, params, len(pickle.dumps((fit.vectorizer, fit.classifier))),
+                          seconds, details={"C": fit.c, "vocabulary": len(fit.vectorizer.vocabulary_),
+                                            "C_grid": list(grid)})
+
+
+@dataclass
+class TfidfFit:
+    """A fitted TF-IDF + logistic regression model and its log-probabilities on validation and test."""
+
+    vectorizer: Any
+    classifier: Any
+    c: float
+    logits: dict[str, np.ndarray]
+    """{'validation': (n, k), 'test': (n, k)} log-probabilities over all k labels."""
+
+
+def fit_tfidf_logreg(data: Dataset, seed: int = 42, grid: tuple[float, ...] = TFIDF_C) -> TfidfFit:
+    """Fit the TF-IDF baseline on `data`'s train split, keeping the C of `grid` with the best validation
+    accuracy; also used by bench/ensemble.py, which averages its probabilities with runs'."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    t0 = time.time()
     y = {s: np.asarray(data.label_map.encode(sp.labels)) for s, sp in data.splits().items()}
     vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
     x = {"train": vec.fit_transform(data.train.texts)}
@@ -76,13 +100,9 @@ def tfidf_logreg(data: Dataset, seed: int = 42, grid: tuple[float, ...] = TFIDF_
         acc = float((clf.predict(x["validation"]) == y["validation"]).mean())
         if best is None or acc > best[0]:
             best = (acc, c, clf)
-    seconds = time.time() - t0
     _, c, clf = best
-    logits = {s: _full_log_proba(clf, x[s], data.label_map.num_labels) for s in ("validation", "test")}
-    metrics = {s: _metrics(logits[s], y[s], data) for s in logits}
-    params = int(clf.coef_.size + clf.intercept_.size)
-    return BaselineResult("tfidf_logreg", metrics, params, len(pickle.dumps((vec, clf))), seconds,
-                          details={"C": c, "vocabulary": len(vec.vocabulary_), "C_grid": list(grid)})
+    k = data.label_map.num_labels
+    return TfidfFit(vec, clf, c, {s: _full_log_proba(clf, x[s], k) for s in ("validation", "test")})
 
 
 BASELINES = {"majority": majority, "tfidf_logreg": tfidf_logreg}
