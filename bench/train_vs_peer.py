@@ -10,7 +10,8 @@ textlora runs with its defaults (all attention/MLP projections, batch 32, lr 1e-
 `--ours-peer-hparams` also runs textlora with exactly the peer's hyper-parameters, to separate
 the engine's speed from the defaults'; `--ours-top-layers N` also runs textlora with adapters on the
 top N layers only and the frozen lower layers' outputs cached (the time to build the cache counts as
-training time). Prints one JSON line.
+training time); `--ours-bf16` also runs textlora's defaults with `train.precision=bf16` (its FLOP share is
+quoted against the bf16 matmul peak, measured in the same run). Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ PEER_HPARAMS = {"r": 16, "alpha": 32, "dropout": 0.1, "targets": ["query", "valu
                 "weight_decay": 0.01}
 
 
-def matmul_peak_gflops(n: int = 1024, reps: int = 30) -> float:
-    """fp32 torch.matmul throughput on this machine, the ceiling we quote utilisation against."""
+def matmul_peak_gflops(n: int = 1024, reps: int = 30, dtype: str = "float32") -> float:
+    """torch.matmul throughput on this machine (fp32, or bf16), the ceiling we quote utilisation against."""
     import torch
 
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    a, b = torch.randn(n, n, dtype=getattr(torch, dtype)), torch.randn(n, n, dtype=getattr(torch, dtype))
     for _ in range(3):
         a @ b
     t = time.perf_counter()
@@ -101,8 +102,10 @@ def run_peer(args: argparse.Namespace) -> dict:
     return out
 
 
-def run_ours(args: argparse.Namespace, peer_hparams: bool = False, top_layers: int | None = None) -> dict:
-    """textlora.train with its defaults (or the peer's hyper-parameters, or adapters on the top layers)."""
+def run_ours(args: argparse.Namespace, peer_hparams: bool = False, top_layers: int | None = None,
+             precision: str | None = None) -> dict:
+    """textlora.train with its defaults (or the peer's hyper-parameters, or adapters on the top layers, or
+    another training precision)."""
     from textlora.config import RunConfig
     from textlora.train import train
 
@@ -116,6 +119,8 @@ def run_ours(args: argparse.Namespace, peer_hparams: bool = False, top_layers: i
         over["train"].update(batch_size=h["batch"], lr=h["lr"], weight_decay=h["weight_decay"])
     if top_layers:
         over["lora"] = {"top_layers": top_layers}
+    if precision:
+        over["train"]["precision"] = precision
     for kv in args.ours:
         k, v = kv.split("=", 1)
         section, key = k.split(".", 1)
@@ -129,9 +134,11 @@ def run_ours(args: argparse.Namespace, peer_hparams: bool = False, top_layers: i
 
     tokens = sum(encode(load_tokenizer(resolve_base(args.model)), d.train.texts, 256).lengths)
     name = ("textlora (peer hyper-parameters)" if peer_hparams else
-            f"textlora (lora.top_layers={top_layers}, lower layers cached)" if top_layers else "textlora (defaults)")
+            f"textlora (lora.top_layers={top_layers}, lower layers cached)" if top_layers else
+            f"textlora (train.precision={precision})" if precision else "textlora (defaults)")
     out = _result(name, len(d.train), tokens, seconds, args.epochs, result.metrics["test"])
     out["mflop_per_token"] = round(_mflop_per_token(top_layers, args.epochs), 1)
+    out["precision"] = over["train"].get("precision", "fp32")
     return out
 
 
@@ -177,28 +184,35 @@ def main() -> None:
     p.add_argument("--no-ours-defaults", dest="ours_defaults", action="store_false",
                    help="skip the run of textlora's defaults (e.g. with --ours-top-layers, to save time)")
     p.add_argument("--ours-top-layers", type=int, metavar="N", help="also run textlora with lora.top_layers=N")
+    p.add_argument("--ours-bf16", action="store_true", help="also run textlora's defaults with train.precision=bf16")
     p.add_argument("--ours", action="append", default=[], metavar="section.key=value",
                    help="override textlora's config, e.g. --ours lora.r=8")
-    p.add_argument("--child", choices=["peer", "ours", "ours-peer", "ours-top"], help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=["peer", "ours", "ours-peer", "ours-top", "ours-bf16"], help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         fn = {"peer": run_peer, "ours": run_ours, "ours-peer": lambda a: run_ours(a, peer_hparams=True),
-              "ours-top": lambda a: run_ours(a, top_layers=a.ours_top_layers)}[args.child]
+              "ours-top": lambda a: run_ours(a, top_layers=a.ours_top_layers),
+              "ours-bf16": lambda a: run_ours(a, precision="bf16")}[args.child]
         print(json.dumps(fn(args)))
         return
-    peak = matmul_peak_gflops()
+    peak = {"fp32": matmul_peak_gflops()}
+    if args.ours_bf16:
+        peak["bf16"] = matmul_peak_gflops(dtype="bfloat16")
     runs = [_child("peer", args)] + ([_child("ours", args)] if args.ours_defaults else [])
     if args.ours_peer_hparams:
         runs.append(_child("ours-peer", args))
     if args.ours_top_layers:
         runs.append(_child("ours-top", args))
+    if args.ours_bf16:
+        runs.append(_child("ours-bf16", args))
     for r in runs:
         r["gflop_per_s"] = round(r["train_tokens_per_s"] * r["mflop_per_token"] / 1000, 1)
-        r["share_of_matmul_peak"] = round(r["gflop_per_s"] / peak, 3)
+        r["share_of_matmul_peak"] = round(r["gflop_per_s"] / peak[r.get("precision", "fp32")], 3)
     peer = runs[0]
     print(json.dumps({
         "bench": "train_vs_peer", "data": os.path.basename(os.path.normpath(args.data)), "epochs": args.epochs,
-        "matmul_peak_gflops": round(peak, 1), "runs": runs,
+        "matmul_peak_gflops": round(peak["fp32"], 1),
+        **({"matmul_peak_gflops_bf16": round(peak["bf16"], 1)} if "bf16" in peak else {}), "runs": runs,
         "speedup_examples_per_s": {r["name"]: round(r["train_examples_per_s"] / peer["train_examples_per_s"], 2)
                                    for r in runs[1:]},
         "accuracy_delta_points": {r["name"]: round(100 * (r["test_accuracy"] - peer["test_accuracy"]), 2)

@@ -63,6 +63,23 @@ def test_freed_memory_goes_back_every_n_steps(tiny_models, tiny_data, tmp_path, 
     assert calls == []  # lora's default: never
 
 
+def test_bf16_steps_run_under_autocast_while_evaluation_stays_fp32(tiny_models, tiny_data, tmp_path, monkeypatch):
+    import textlora.train as train_module
+
+    precisions = []
+    real = train_module.autocast
+    monkeypatch.setattr(train_module, "autocast", lambda model, p: precisions.append(p) or real(model, p))
+    run = train(tiny_config(tiny_data, tiny_models["bert"], tmp_path / "r", epochs=2, precision="bf16"),
+                progress=False).out
+    assert precisions == ["bf16"] * (2 * 12)  # every training step; no evaluation pass
+    clf = Predictor.load(run)  # fp32, as the run's own evaluation was
+    with np.load(run / "predictions.npz") as z:
+        saved = z["test_logits"]
+    texts = [json.loads(line)["text"] for line in (tiny_data / "test.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose(clf.logits(texts), saved, atol=1e-5)
+    assert all(p.dtype == torch.float32 for p in clf.model.parameters())
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="glibc's malloc_trim")
 def test_release_free_memory_returns_freed_heap_to_the_os():
     from textlora.memory import release_free_memory, rss_mb

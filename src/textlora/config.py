@@ -147,6 +147,11 @@ class TrainConfig:
     glibc keeps what the steps free, fragmented, so the resident set grows far past what is alive. Null: every 10
     steps for qlora, whose point is memory, never for the other methods: on emotion it lowered LoRA's peak RSS by
     ~200 MB for ~6% of its step rate (bench/RESULTS.md)."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """Precision of the training steps' matrix products. bf16: the forward runs under torch.autocast(bfloat16)
+    with attention kept in fp32 (the CPU bf16 attention backward is ~9x slower than fp32's); weights, optimizer,
+    loss and every evaluation stay fp32. 1.5-1.75x the fp32 step rate on a CPU with AVX512-BF16 (bench/RESULTS.md);
+    slower where bf16 is emulated (a warning says so)."""
     checkpoint_every: int = 500
     """Steps between checkpoints (one is also written at each epoch end); 0: epoch ends only."""
     keep_checkpoints: int = 2
@@ -164,12 +169,13 @@ class TrainConfig:
             "checkpoint_every": self.checkpoint_every >= 0,
             "trim_memory_every": self.trim_memory_every is None or self.trim_memory_every >= 0,
             "keep_checkpoints": self.keep_checkpoints >= 1,
+            "precision": self.precision in ("fp32", "bf16"),
         }
         bad = [f"train.{k}={getattr(self, k)!r}" for k, ok in checks.items() if not ok]
         if bad:
             raise ConfigError(f"invalid training settings: {', '.join(bad)}. Epochs and batch sizes must be "
                               "at least 1, lr and max_grad_norm positive, warmup_ratio in [0, 1), checkpoint_every and "
-                              "trim_memory_every 0 or more.")
+                              "trim_memory_every 0 or more, precision 'fp32' or 'bf16'.")
 
     def resolved_gradient_checkpointing(self, method: str) -> bool:
         """Whether to recompute activations in the backward pass: the configured choice, or on for qlora only."""

@@ -57,6 +57,7 @@ from textlora.model.cls_only import cls_only_last_layer
 from textlora.model.inference import forward_logits
 from textlora.model.layer_cache import LayerCache, cache_blocker, first_trained_layer
 from textlora.model.load import base_identity, load_base
+from textlora.model.precision import autocast, cpu_fp32_attention, warn_if_emulated
 from textlora.model.quantization import quantization_config
 from textlora.model.saving import save_model
 from textlora.run_folder import check_writable, staged_dir, write_json
@@ -162,7 +163,9 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
                                           f"not supported by {type(base.model).__name__}; off"))
     t0 = time.time()
     cache = _layer_cache(model, prep, cfg, dist, say)  # counted in the training time
-    with cls_only_last_layer(model):  # a BERT-style last layer computes [CLS] only: same loss, fewer FLOPs
+    warn_if_emulated(cfg.train.precision)
+    # a BERT-style last layer computes [CLS] only: same loss, fewer FLOPs; bf16 steps keep CPU attention fp32
+    with cls_only_last_layer(model), cpu_fp32_attention(model, cfg.train.precision):
         history, best_epoch = _fit(model, prep, cfg, progress, on_epoch, ckpt, dist, cache)
     train_seconds = time.time() - t0
     if cache is not None:
@@ -247,10 +250,12 @@ def _fit(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, progress: bool
         t_epoch, seen = time.time(), 0
         for b in range(s.batch, len(batches)):
             idx = dist.shard(batches[b])  # this rank's share of the global batch
-            if cache is None:
-                logits = step_model(**collate(prep.enc["train"], idx, prep.pad_id)).logits  # (B, num_labels)
-            else:
-                logits = cache.forward(step_model, cache.inputs("train", prep.enc["train"], idx, prep.pad_id)).logits
+            with autocast(model, tc.precision):  # bf16: matrix products in bfloat16; weights stay fp32
+                if cache is None:
+                    logits = step_model(**collate(prep.enc["train"], idx, prep.pad_id)).logits  # (B, num_labels)
+                else:
+                    inputs = cache.inputs("train", prep.enc["train"], idx, prep.pad_id)
+                    logits = cache.forward(step_model, inputs).logits
             loss = loss_fn(logits.float(), y_train[idx])
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, tc.max_grad_norm)

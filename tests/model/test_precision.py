@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from textlora.model.precision import autocast, native_bf16
+from textlora.model.precision import autocast, cpu_fp32_attention, native_bf16
 
 
 def test_bf16_autocast_multiplies_in_bfloat16_and_fp32_leaves_it_alone():
@@ -31,3 +31,34 @@ def test_native_bf16_reads_the_cpu_flags(tmp_path, flags, expected):
     info.write_text(f"processor\t: 0\nmodel name\t: test\nflags\t\t: {flags}\n")
     assert native_bf16("cpu", info) is expected
     assert native_bf16("cpu", tmp_path / "missing") is None
+
+
+def _attention_output_dtypes(model, x) -> list[torch.dtype]:
+    """dtype of each self-attention block's output (before its output projection) in one forward."""
+    seen = []
+    hooks = [layer.attention.self.register_forward_hook(lambda m, i, o: seen.append(o[0].dtype))
+             for layer in model.bert.encoder.layer]
+    model(input_ids=x, attention_mask=torch.ones_like(x)).logits.sum().backward()
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+def test_bf16_steps_keep_cpu_attention_fp32_then_restore_the_model(tiny_models):
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_models["bert"], num_labels=3,
+                                                               attn_implementation="sdpa")
+    x = torch.randint(5, 20, (2, 7))
+    with autocast(model, "bf16"):  # plain autocast: SDPA in bf16, whose CPU backward is slow
+        assert _attention_output_dtypes(model, x) == [torch.bfloat16] * 2
+    with cpu_fp32_attention(model, "bf16"), autocast(model, "bf16"):
+        assert _attention_output_dtypes(model, x) == [torch.float32] * 2
+        assert model.bert.encoder.layer[0].attention.output.dense(torch.randn(2, 16)).dtype == torch.bfloat16
+        assert model.bert.embeddings.word_embeddings.weight.grad is not None  # the backward ran through it
+    assert model.config._attn_implementation == "sdpa"  # restored on exit
+    with cpu_fp32_attention(model, "bf16"):  # without autocast the outputs are sdpa's, to float rounding
+        switched = model(input_ids=x).logits
+    torch.testing.assert_close(switched, model(input_ids=x).logits)
+    with cpu_fp32_attention(model, "fp32"):
+        assert model.config._attn_implementation == "sdpa"  # fp32 changes nothing

@@ -4,20 +4,26 @@ Under autocast the matrix products run in bfloat16 while the weights stay fp32; 
 It pays only where the hardware multiplies bf16 natively: CPUs with AMX or AVX512-BF16 (Intel Sapphire
 Rapids and later, AMD Zen 4) and recent GPUs. textlora offers it for inference (`Predictor.load(...,
 precision="bf16")`, `textlora predict --precision bf16`): on an AMX CPU it ran emotion's test set ~2x faster.
-Training steps stay fp32: with bf16 autocast they ran slower on that same CPU (bench/RESULTS.md).
+Training offers it too (`train.precision: bf16`), with one exception on CPUs: attention stays fp32
+(`cpu_fp32_attention`), because PyTorch's bf16 flash-attention backward on a CPU is far slower than its fp32
+one; with it in bf16 the whole step gained 1.1x, with it in fp32 1.5-1.75x (AVX512-BF16, bench/RESULTS.md).
 """
 
 from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
 PRECISIONS = ("fp32", "bf16")
 """Forward-pass precisions of `autocast`."""
 _CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+FP32_SDPA = "textlora_sdpa_fp32"
+"""Name under which `sdpa_fp32` is registered with transformers' AttentionInterface."""
 
 
 def autocast(model: torch.nn.Module, precision: str) -> contextlib.AbstractContextManager:
@@ -49,3 +55,35 @@ def warn_if_emulated(precision: str, device: str = "cpu") -> None:
     if precision == "bf16" and native_bf16(device) is False:
         warnings.warn("precision 'bf16' on a device without bf16 matrix units (a CPU needs AMX or AVX512-BF16): "
                       "bf16 is emulated there and likely slower than fp32.", stacklevel=3)
+
+
+def sdpa_fp32(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+              attention_mask: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, Any]:
+    """transformers' SDPA attention with autocast off and fp32 inputs: its output is fp32 whatever the
+    surrounding autocast, and so are the gradients its backward computes."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    with torch.autocast(query.device.type, enabled=False):
+        return sdpa_attention_forward(module, query.float(), key.float(), value.float(), attention_mask, **kwargs)
+
+
+@contextlib.contextmanager
+def cpu_fp32_attention(model: torch.nn.Module, precision: str) -> Iterator[None]:
+    """Within: `model`'s SDPA attention runs `sdpa_fp32` when `precision` is 'bf16' and the model is on a
+    CPU (its bf16 backward there took 30% of a MiniLM LoRA step, against 3% in fp32); nothing otherwise.
+    Every transformers config of the model with SDPA attention is switched, and restored on exit."""
+    if precision != "bf16" or next(model.parameters()).device.type != "cpu":
+        yield
+        return
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(FP32_SDPA, sdpa_fp32)
+    configs = {id(c): c for m in model.modules() if (c := getattr(m, "config", None)) is not None
+               and getattr(c, "_attn_implementation", None) == "sdpa"}
+    for c in configs.values():
+        c._attn_implementation = FP32_SDPA
+    try:
+        yield
+    finally:
+        for c in configs.values():
+            c._attn_implementation = "sdpa"
