@@ -64,9 +64,6 @@ FULL: dict[str, dict[str, object]] = {
     "s2_dbpedia_lora": {"train.eval_base": False},  # all 27,000 rows, 2 epochs (35 min)
     "s3_imdb_1000": {"train.eval_base": False},
     "s3_imdb_full": {"model.max_length": 256, "train.epochs": 2, "train.eval_base": False},  # ~75 min alone (Zen 4)
-    "s4_emotion_head": {"train.epochs": 2},
-    "s4_emotion_lora": {"train.epochs": 2},
-    "s4_emotion_qlora": {"train.epochs": 2},
 }
 """Per-experiment changes that fit a session on 2 CPU cores; the table's train-size column says so."""
 

@@ -18,9 +18,11 @@ def run_cli(*args, cwd=None):
 def test_flags_and_overrides_build_the_config(tmp_path):
     (tmp_path / "c.yaml").write_text("train:\n  epochs: 5\n  lr: 0.002\nlora:\n  r: 4\n")
     args = build_parser().parse_args(["train", "--config", str(tmp_path / "c.yaml"), "--data", "d", "--r", "8",
-                                      "--target-modules", "query,value", "train.lr=3e-4", "model.method=full"])
+                                      "--target-modules", "query,value", "--precision", "bf16", "train.lr=3e-4",
+                                      "model.method=full"])
     cfg = config_from_args(args)
     assert (cfg.train.epochs, cfg.train.lr, cfg.lora.r, cfg.model.method) == (5, 3e-4, 8, "full")
+    assert cfg.train.precision == "bf16"
     assert cfg.lora.target_modules == ["query", "value"] and cfg.data.path == "d"
 
 

@@ -28,7 +28,7 @@ TRAIN_FLAGS = {
     "--target-modules": ("lora.target_modules", str),
     "--epochs": ("train.epochs", int), "--lr": ("train.lr", float), "--batch-size": ("train.batch_size", int),
     "--weight-decay": ("train.weight_decay", float), "--seed": ("train.seed", int),
-    "--out": ("out", str),
+    "--precision": ("train.precision", str), "--out": ("out", str),
 }
 
 
