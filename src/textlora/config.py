@@ -150,8 +150,8 @@ class TrainConfig:
     precision: Literal["fp32", "bf16"] = "fp32"
     """Precision of the training steps' matrix products. bf16: the forward runs under torch.autocast(bfloat16)
     with attention kept in fp32 (the CPU bf16 attention backward is ~9x slower than fp32's); weights, optimizer,
-    loss and every evaluation stay fp32. 1.5-1.75x the fp32 step rate on a CPU with AVX512-BF16 (bench/RESULTS.md);
-    slower where bf16 is emulated (a warning says so)."""
+    loss and every evaluation stay fp32. 1.5x fp32's examples/s over an emotion epoch on a CPU with AVX512-BF16
+    (bench/RESULTS.md); slower where bf16 is emulated (a warning says so)."""
     checkpoint_every: int = 500
     """Steps between checkpoints (one is also written at each epoch end); 0: epoch ends only."""
     keep_checkpoints: int = 2

@@ -163,7 +163,7 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
                                           f"not supported by {type(base.model).__name__}; off"))
     t0 = time.time()
     cache = _layer_cache(model, prep, cfg, dist, say)  # counted in the training time
-    warn_if_emulated(cfg.train.precision)
+    warn_if_emulated(cfg.train.precision, next(model.parameters()).device.type)
     # a BERT-style last layer computes [CLS] only: same loss, fewer FLOPs; bf16 steps keep CPU attention fp32
     with cls_only_last_layer(model), cpu_fp32_attention(model, cfg.train.precision):
         history, best_epoch = _fit(model, prep, cfg, progress, on_epoch, ckpt, dist, cache)

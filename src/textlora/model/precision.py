@@ -6,7 +6,7 @@ Rapids and later, AMD Zen 4) and recent GPUs. textlora offers it for inference (
 precision="bf16")`, `textlora predict --precision bf16`): on an AMX CPU it ran emotion's test set ~2x faster.
 Training offers it too (`train.precision: bf16`), with one exception on CPUs: attention stays fp32
 (`cpu_fp32_attention`), because PyTorch's bf16 flash-attention backward on a CPU is far slower than its fp32
-one; with it in bf16 the whole step gained 1.1x, with it in fp32 1.5-1.75x (AVX512-BF16, bench/RESULTS.md).
+one: with it in bf16 a MiniLM LoRA step gained 1.2-1.3x, with it in fp32 1.6-1.7x (AVX512-BF16, bench/RESULTS.md).
 """
 
 from __future__ import annotations
