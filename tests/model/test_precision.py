@@ -57,8 +57,25 @@ def test_bf16_steps_keep_cpu_attention_fp32_then_restore_the_model(tiny_models):
         assert model.bert.encoder.layer[0].attention.output.dense(torch.randn(2, 16)).dtype == torch.bfloat16
         assert model.bert.embeddings.word_embeddings.weight.grad is not None  # the backward ran through it
     assert model.config._attn_implementation == "sdpa"  # restored on exit
+    mask = torch.ones_like(x)
+    mask[0, 4:] = 0  # padding: the switched attention must mask it as sdpa does
     with cpu_fp32_attention(model, "bf16"):  # without autocast the outputs are sdpa's, to float rounding
-        switched = model(input_ids=x).logits
-    torch.testing.assert_close(switched, model(input_ids=x).logits)
+        switched = model(input_ids=x, attention_mask=mask).logits
+    torch.testing.assert_close(switched, model(input_ids=x, attention_mask=mask).logits)
     with cpu_fp32_attention(model, "fp32"):
         assert model.config._attn_implementation == "sdpa"  # fp32 changes nothing
+
+
+@pytest.mark.parametrize("kind", ["bert", "distilbert", "gpt2"])
+def test_switched_attention_masks_padding_like_sdpa(tiny_models, kind):
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_models[kind], num_labels=3,
+                                                               attn_implementation="sdpa", pad_token_id=1)
+    x = torch.randint(5, 20, (2, 9))
+    mask = torch.ones_like(x)
+    mask[1, 5:] = 0
+    x[1, 5:] = 1
+    with cpu_fp32_attention(model, "bf16"):
+        switched = model(input_ids=x, attention_mask=mask).logits
+    torch.testing.assert_close(switched, model(input_ids=x, attention_mask=mask).logits)

@@ -76,8 +76,10 @@ def cpu_fp32_attention(model: torch.nn.Module, precision: str) -> Iterator[None]
         yield
         return
     from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
     AttentionInterface.register(FP32_SDPA, sdpa_fp32)
+    AttentionMaskInterface.register(FP32_SDPA, sdpa_mask)  # unregistered, transformers would build no padding mask
     configs = {id(c): c for m in model.modules() if (c := getattr(m, "config", None)) is not None
                and getattr(c, "_attn_implementation", None) == "sdpa"}
     for c in configs.values():
