@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import FILLER, make_rows, tiny_config, write_jsonl
 
 from textlora.data.labels import LabelMap
 from textlora.errors import DataError, RunExistsError
@@ -63,19 +63,27 @@ def test_freed_memory_goes_back_every_n_steps(tiny_models, tiny_data, tmp_path, 
     assert calls == []  # lora's default: never
 
 
-def test_bf16_steps_run_under_autocast_while_evaluation_stays_fp32(tiny_models, tiny_data, tmp_path, monkeypatch):
+def test_bf16_steps_run_under_autocast_while_evaluation_stays_fp32(tiny_models, tmp_path, monkeypatch):
     import textlora.train as train_module
 
     precisions = []
     real = train_module.autocast
     monkeypatch.setattr(train_module, "autocast", lambda model, p: precisions.append(p) or real(model, p))
-    run = train(tiny_config(tiny_data, tiny_models["bert"], tmp_path / "r", epochs=2, precision="bf16"),
-                progress=False).out
+    data = tmp_path / "data"  # texts of 5 to 10 words, so batches hold padding
+    for split, n, seed in (("train", 90, 1), ("validation", 30, 2), ("test", 30, 3)):
+        rows = make_rows(n, seed=seed)
+        write_jsonl(data / f"{split}.jsonl", [{**r, "text": " ".join([r["text"], *FILLER[:i % 6]])}
+                                              for i, r in enumerate(rows)])
+    result = train(tiny_config(data, tiny_models["bert"], tmp_path / "r", epochs=2, precision="bf16"),
+                   progress=False)
+    run, m = result.out, result.metrics
     assert precisions == ["bf16"] * (2 * 12)  # every training step; no evaluation pass
+    # the per-epoch validation (inside the fp32-attention switch) scores what the final one does: padding masked
+    assert m["history"][m["best_epoch"] - 1]["val_loss"] == pytest.approx(m["validation"]["loss"], rel=1e-6)
     clf = Predictor.load(run)  # fp32, as the run's own evaluation was
     with np.load(run / "predictions.npz") as z:
         saved = z["test_logits"]
-    texts = [json.loads(line)["text"] for line in (tiny_data / "test.jsonl").read_text().splitlines()]
+    texts = [json.loads(line)["text"] for line in (data / "test.jsonl").read_text().splitlines()]
     np.testing.assert_allclose(clf.logits(texts), saved, atol=1e-5)
     assert all(p.dtype == torch.float32 for p in clf.model.parameters())
 
