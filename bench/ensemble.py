@@ -19,13 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from textlora.metrics import softmax
+
 SPLITS = ("validation", "test")
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax, stable for large logits."""
-    z = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
 
 
 def load_member(run: Path) -> tuple[list[str], dict[str, np.ndarray], dict[str, np.ndarray]]:
