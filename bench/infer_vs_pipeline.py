@@ -22,29 +22,43 @@ import time
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", "emotion")
 
 
-def _quick_run(data: str) -> str:
+def _quick_run(data: str, model: str, device: str) -> str:
     from textlora.config import RunConfig
     from textlora.train import train
 
     out = tempfile.mkdtemp() + "/run"
-    train(RunConfig.from_dict({"data": {"path": data, "max_train_samples": 500}, "train": {"epochs": 1},
-                               "out": out}), progress=False)
+    train(RunConfig.from_dict({"data": {"path": data, "max_train_samples": 500}, "model": {"name": model},
+                               "train": {"epochs": 1, "device": device}, "out": out}), progress=False)
     return out
 
 
-def _timed(fn, texts):
+def _timed(fn, texts, device="cpu"):
     fn(texts[:64])  # warm-up
+    _sync(device)
     t = time.perf_counter()
     out = fn(texts)
+    _sync(device)
     return out, time.perf_counter() - t
+
+
+def _sync(device: str) -> None:
+    if device != "cpu":
+        import torch
+
+        torch.cuda.synchronize()
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run")
     p.add_argument("--data", default=SHARED)
-    p.add_argument("--pipeline-batch-size", type=int, nargs="+", default=[1, 16, 64])
+    p.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2", help="base of the quick run")
+    p.add_argument("--device", default="cpu", help="cpu or cuda: textlora and the pipeline on that device")
+    p.add_argument("--pipeline-batch-size", type=int, nargs="+", default=None,
+                   help="default: 1, 16, 64 on a CPU; 1, 64, 256 on a GPU")
     args = p.parse_args()
+    gpu = args.device != "cpu"
+    args.pipeline_batch_size = args.pipeline_batch_size or ([1, 64, 256] if gpu else [1, 16, 64])
 
     import numpy as np
     from transformers import pipeline
@@ -54,24 +68,27 @@ def main() -> None:
     from textlora.model.precision import native_bf16
     from textlora.predict import Predictor
 
-    run = args.run or _quick_run(args.data)
+    run = args.run or _quick_run(args.data, args.model, args.device)
     test = load_dataset(DataConfig(path=args.data)).test
     texts, gold = test.texts, test.labels
-    clf = Predictor.load(run)
-    ours, t_ours = _timed(clf.predict, texts)
+    clf = Predictor.load(run, device=args.device)
+    ours, t_ours = _timed(clf.predict, texts, args.device)
     pipe_rates, best = {}, None
     for bs in args.pipeline_batch_size:
-        pipe = pipeline("text-classification", model=clf.model, tokenizer=clf.tokenizer, device=-1,
+        pipe = pipeline("text-classification", model=clf.model, tokenizer=clf.tokenizer, device=clf.model.device,
                         batch_size=bs, truncation=True, max_length=clf.config.model.max_length)
-        labels, seconds = _timed(lambda xs, pipe=pipe: [r["label"] for r in pipe(list(xs))], texts)
+        labels, seconds = _timed(lambda xs, pipe=pipe: [r["label"] for r in pipe(list(xs))], texts, args.device)
         pipe_rates[bs] = round(len(texts) / seconds, 1)
         if best is None or seconds < best[1]:
             best = labels, seconds, bs
     theirs, t_pipe, best_bs = best
-    q = Predictor.load(run, int8=True)
-    ours8, t_int8 = _timed(q.predict, texts)
-    ours16, t_bf16 = _timed(Predictor.load(run, precision="bf16").predict, texts)
+    if gpu:  # int8 is PyTorch's CPU quantization; a GPU's second fast path is fp16
+        ours8, t_int8 = _timed(Predictor.load(run, precision="fp16", device=args.device).predict, texts, args.device)
+    else:
+        ours8, t_int8 = _timed(Predictor.load(run, int8=True, device="cpu").predict, texts)
+    ours16, t_bf16 = _timed(Predictor.load(run, precision="bf16", device=args.device).predict, texts, args.device)
     n = len(texts)
+    second = "fp16" if gpu else "int8"
 
     def acc(pred):
         return round(float(np.mean([a == b for a, b in zip(pred, gold)])), 4)
@@ -80,14 +97,14 @@ def main() -> None:
         "bench": "infer_vs_pipeline", "texts": n, "run": run,
         "pipeline_examples_per_s_by_batch_size": pipe_rates, "pipeline_best_batch_size": best_bs,
         "pipeline_examples_per_s": round(n / t_pipe, 1), "textlora_examples_per_s": round(n / t_ours, 1),
-        "textlora_int8_examples_per_s": round(n / t_int8, 1), "textlora_bf16_examples_per_s": round(n / t_bf16, 1),
-        "speedup": round(t_pipe / t_ours, 2), "speedup_int8": round(t_pipe / t_int8, 2),
+        f"textlora_{second}_examples_per_s": round(n / t_int8, 1), "textlora_bf16_examples_per_s": round(n / t_bf16, 1),
+        "speedup": round(t_pipe / t_ours, 2), f"speedup_{second}": round(t_pipe / t_int8, 2),
         "speedup_bf16": round(t_pipe / t_bf16, 2),
         "agreement_fp32": round(float(np.mean([a == b for a, b in zip(ours, theirs)])), 4),
-        "agreement_int8": round(float(np.mean([a == b for a, b in zip(ours8, theirs)])), 4),
+        f"agreement_{second}": round(float(np.mean([a == b for a, b in zip(ours8, theirs)])), 4),
         "agreement_bf16": round(float(np.mean([a == b for a, b in zip(ours16, theirs)])), 4),
-        "accuracy_pipeline": acc(theirs), "accuracy_textlora": acc(ours), "accuracy_textlora_int8": acc(ours8),
-        "accuracy_textlora_bf16": acc(ours16), "cpu_native_bf16": native_bf16(),
+        "accuracy_pipeline": acc(theirs), "accuracy_textlora": acc(ours), f"accuracy_textlora_{second}": acc(ours8),
+        "accuracy_textlora_bf16": acc(ours16), "cpu_native_bf16": native_bf16(), "device": args.device,
     }))
 
 

@@ -30,17 +30,30 @@ PEER_HPARAMS = {"r": 16, "alpha": 32, "dropout": 0.1, "targets": ["query", "valu
                 "weight_decay": 0.01}
 
 
-def matmul_peak_gflops(n: int = 1024, reps: int = 30, dtype: str = "float32") -> float:
-    """torch.matmul throughput on this machine (fp32, or bf16), the ceiling we quote utilisation against."""
+def matmul_peak_gflops(n: int = 1024, reps: int = 30, dtype: str = "float32", device: str = "cpu") -> float:
+    """torch.matmul throughput on this machine's CPU or GPU (fp32, or bf16), the ceiling we quote utilisation
+    against."""
     import torch
 
-    a, b = torch.randn(n, n, dtype=getattr(torch, dtype)), torch.randn(n, n, dtype=getattr(torch, dtype))
+    if device != "cpu":
+        n, reps = 8192, 20
+    kw = {"dtype": getattr(torch, dtype), "device": device}
+    a, b = torch.randn(n, n, **kw), torch.randn(n, n, **kw)
     for _ in range(3):
         a @ b
+    _sync(device)
     t = time.perf_counter()
     for _ in range(reps):
         a @ b
+    _sync(device)
     return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
+
+
+def _sync(device: str) -> None:
+    if device != "cpu":
+        import torch
+
+        torch.cuda.synchronize()
 
 
 def _load_split(data: str, split: str, limit: int | None, seed: int = 42):
@@ -52,7 +65,8 @@ def _load_split(data: str, split: str, limit: int | None, seed: int = 42):
 
 
 def run_peer(args: argparse.Namespace) -> dict:
-    """Trainer + PEFT, the recipe of the reference notebooks."""
+    """Trainer + PEFT, the recipe of the reference notebooks; on a GPU with bf16 (fp16 where the GPU has no bf16)
+    mixed precision, as users write it there."""
     import numpy as np
     import torch
     from peft import LoraConfig, get_peft_model
@@ -86,10 +100,12 @@ def run_peer(args: argparse.Namespace) -> dict:
 
     train_rows, test_rows = encode(d.train), encode(d.test)
     out = tempfile.mkdtemp()
+    gpu = args.device != "cpu"
+    bf16 = gpu and torch.cuda.is_bf16_supported()
     targs = TrainingArguments(output_dir=out, per_device_train_batch_size=h["batch"], per_device_eval_batch_size=64,
                               learning_rate=h["lr"], weight_decay=h["weight_decay"], num_train_epochs=args.epochs,
-                              report_to=[], save_strategy="no", logging_steps=100, use_cpu=True, seed=42,
-                              dataloader_num_workers=0, disable_tqdm=True)
+                              report_to=[], save_strategy="no", logging_steps=100, use_cpu=not gpu, seed=42,
+                              dataloader_num_workers=0, disable_tqdm=True, bf16=bf16, fp16=gpu and not bf16)
     trainer = Trainer(model=model, args=targs, train_dataset=train_rows, data_collator=DataCollatorWithPadding(tok))
     t = time.perf_counter()
     trainer.train()
@@ -99,7 +115,18 @@ def run_peer(args: argparse.Namespace) -> dict:
     tokens = sum(len(r["input_ids"]) for r in train_rows)
     out = _result("peer: Trainer + PEFT", len(train_rows), tokens, seconds, args.epochs, m)
     out["mflop_per_token"] = round(_mflop_per_token(None, args.epochs), 1)
+    out["precision"] = "bf16" if bf16 else "fp16" if gpu else "fp32"
+    out.update(_gpu_memory(args.device))
     return out
+
+
+def _gpu_memory(device: str) -> dict:
+    """Peak GPU memory of this child process, when it ran on a GPU."""
+    if device == "cpu":
+        return {}
+    import torch
+
+    return {"peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
 
 
 def run_ours(args: argparse.Namespace, peer_hparams: bool = False, top_layers: int | None = None,
@@ -110,7 +137,7 @@ def run_ours(args: argparse.Namespace, peer_hparams: bool = False, top_layers: i
     from textlora.train import train
 
     over = {"data": {"path": args.data, "max_train_samples": args.max_train_samples},
-            "model": {"name": args.model}, "train": {"epochs": args.epochs, "eval_base": False},
+            "model": {"name": args.model}, "train": {"epochs": args.epochs, "eval_base": False, "device": args.device},
             "out": tempfile.mkdtemp() + "/run"}
     if peer_hparams:
         h = PEER_HPARAMS
@@ -138,7 +165,8 @@ def run_ours(args: argparse.Namespace, peer_hparams: bool = False, top_layers: i
             f"textlora (train.precision={precision})" if precision else "textlora (defaults)")
     out = _result(name, len(d.train), tokens, seconds, args.epochs, result.metrics["test"])
     out["mflop_per_token"] = round(_mflop_per_token(top_layers, args.epochs), 1)
-    out["precision"] = over["train"].get("precision", "fp32")
+    out["precision"] = json.loads((result.out / "manifest.json").read_text())["precision"]  # auto, resolved
+    out.update(_gpu_memory(args.device))
     return out
 
 
@@ -164,7 +192,8 @@ def _result(name: str, n: int, tokens: int, seconds: float, epochs: int, m: dict
 
 def _child(which: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--child", which, "--data", args.data, "--model", args.model,
-           "--epochs", str(args.epochs), "--ours-top-layers", str(args.ours_top_layers or 0)] + (["--max-train-samples", str(args.max_train_samples)]
+           "--epochs", str(args.epochs), "--ours-top-layers", str(args.ours_top_layers or 0),
+           "--device", args.device] + (["--max-train-samples", str(args.max_train_samples)]
                                             if args.max_train_samples else []) + [x for o in args.ours
                                                                                   for x in ("--ours", o)]
     out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
@@ -185,39 +214,50 @@ def main() -> None:
                    help="skip the run of textlora's defaults (e.g. with --ours-top-layers, to save time)")
     p.add_argument("--ours-top-layers", type=int, metavar="N", help="also run textlora with lora.top_layers=N")
     p.add_argument("--ours-bf16", action="store_true", help="also run textlora's defaults with train.precision=bf16")
+    p.add_argument("--ours-fp32", action="store_true", help="also run textlora's defaults with train.precision=fp32")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda: every run on that device (the peer as well)")
     p.add_argument("--ours", action="append", default=[], metavar="section.key=value",
                    help="override textlora's config, e.g. --ours lora.r=8")
-    p.add_argument("--child", choices=["peer", "ours", "ours-peer", "ours-top", "ours-bf16"], help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=["peer", "ours", "ours-peer", "ours-top", "ours-bf16", "ours-fp32"],
+                   help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         fn = {"peer": run_peer, "ours": run_ours, "ours-peer": lambda a: run_ours(a, peer_hparams=True),
               "ours-top": lambda a: run_ours(a, top_layers=a.ours_top_layers),
-              "ours-bf16": lambda a: run_ours(a, precision="bf16")}[args.child]
+              "ours-bf16": lambda a: run_ours(a, precision="bf16"),
+              "ours-fp32": lambda a: run_ours(a, precision="fp32")}[args.child]
         print(json.dumps(fn(args)))
         return
-    peak = {"fp32": matmul_peak_gflops()}
-    if args.ours_bf16:
-        peak["bf16"] = matmul_peak_gflops(dtype="bfloat16")
+    peak = {"fp32": matmul_peak_gflops(device=args.device), "bf16": matmul_peak_gflops(dtype="bfloat16", device=args.device)}
+    if args.device != "cpu":
+        peak["fp16"] = matmul_peak_gflops(dtype="float16", device=args.device)
     runs = [_child("peer", args)] + ([_child("ours", args)] if args.ours_defaults else [])
-    if args.ours_peer_hparams:
-        runs.append(_child("ours-peer", args))
-    if args.ours_top_layers:
-        runs.append(_child("ours-top", args))
-    if args.ours_bf16:
-        runs.append(_child("ours-bf16", args))
+    for flag, child in (("ours_peer_hparams", "ours-peer"), ("ours_top_layers", "ours-top"), ("ours_bf16", "ours-bf16"),
+                        ("ours_fp32", "ours-fp32")):
+        if getattr(args, flag):
+            runs.append(_child(child, args))
     for r in runs:
         r["gflop_per_s"] = round(r["train_tokens_per_s"] * r["mflop_per_token"] / 1000, 1)
         r["share_of_matmul_peak"] = round(r["gflop_per_s"] / peak[r.get("precision", "fp32")], 3)
     peer = runs[0]
     print(json.dumps({
         "bench": "train_vs_peer", "data": os.path.basename(os.path.normpath(args.data)), "epochs": args.epochs,
+        "device": args.device, **_device_name(args.device),
         "matmul_peak_gflops": round(peak["fp32"], 1),
-        **({"matmul_peak_gflops_bf16": round(peak["bf16"], 1)} if "bf16" in peak else {}), "runs": runs,
+        **{f"matmul_peak_gflops_{k}": round(v, 1) for k, v in peak.items() if k != "fp32"}, "runs": runs,
         "speedup_examples_per_s": {r["name"]: round(r["train_examples_per_s"] / peer["train_examples_per_s"], 2)
                                    for r in runs[1:]},
         "accuracy_delta_points": {r["name"]: round(100 * (r["test_accuracy"] - peer["test_accuracy"]), 2)
                                   for r in runs[1:]},
     }))
+
+
+def _device_name(device: str) -> dict:
+    if device == "cpu":
+        return {}
+    import torch
+
+    return {"gpu": torch.cuda.get_device_name(0)}
 
 
 if __name__ == "__main__":

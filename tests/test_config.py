@@ -35,8 +35,8 @@ def test_bad_values_name_the_field():
         RunConfig.from_dict({"train": {"epochs": "many"}})
     with pytest.raises(ConfigError, match="not of the form key=value"):
         parse_overrides(["train.lr"])
-    with pytest.raises(ConfigError, match=r"train.precision='fp16'.*precision 'fp32' or 'bf16'"):
-        RunConfig.from_dict({"train": {"precision": "fp16"}})
+    with pytest.raises(ConfigError, match=r"train.precision='fp8'.*precision one of \['auto', 'fp32', 'bf16', 'fp16'\]"):
+        RunConfig.from_dict({"train": {"precision": "fp8"}})
 
 
 def test_saved_config_from_newer_version_is_lenient():

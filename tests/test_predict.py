@@ -115,8 +115,10 @@ def test_bf16_predicts_in_bfloat16_close_to_fp32(run_and_other_base, monkeypatch
     monkeypatch.setattr("textlora.model.precision.native_bf16", lambda device: False)
     with pytest.warns(UserWarning, match="AMX or AVX512-BF16"):
         Predictor.load(run, precision="bf16")
-    with pytest.raises(ConfigError, match=r"precision must be one of \['fp32', 'bf16'\], got 'fp16'"):
-        Predictor.load(run, precision="fp16")
+    with pytest.raises(ConfigError, match=r"precision must be one of \['auto', 'fp32', 'bf16', 'fp16'\], got 'fp8'"):
+        Predictor.load(run, precision="fp8")
+    with pytest.raises(ConfigError, match="'fp16' needs a CUDA GPU"):
+        Predictor.load(run, precision="fp16", device="cpu")
     with pytest.raises(ConfigError, match="exclude each other"):
         Predictor.load(run, int8=True, precision="bf16")
 

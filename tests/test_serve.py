@@ -295,5 +295,5 @@ def test_bf16_registry_scores_in_bfloat16_close_to_fp32(runs, expected, monkeypa
     assert dtypes == {torch.bfloat16}
     for name in runs:
         assert np.allclose(scores[name], expected[name], atol=0.02)
-    with pytest.raises(ConfigError, match="precision must be 'fp32' or 'bf16', got 'fp16'"):
-        ServeOptions(precision="fp16")
+    with pytest.raises(ConfigError, match="precision must be auto, fp32, bf16 or fp16, got 'fp8'"):
+        ServeOptions(precision="fp8")

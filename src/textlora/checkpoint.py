@@ -21,6 +21,8 @@ from typing import Any
 import torch
 
 FORMAT = 1
+DEVICE_NEUTRAL = ("device", "eval_batch_size")
+"""Train settings that may change between a checkpoint and its resume: where it runs, not what it computes."""
 
 
 def checkpoint_dir(out: str | Path) -> Path:
@@ -30,9 +32,10 @@ def checkpoint_dir(out: str | Path) -> Path:
 
 
 def fingerprint(config: dict[str, Any], data_files: dict[str, str]) -> str:
-    """A hash of everything that must be equal for a checkpoint to be resumable: the config
-    (less the output path) and the data files' sha256."""
+    """A hash of everything that must be equal for a checkpoint to be resumable: the config (less the output
+    path and the device: a run killed on a GPU resumes on a CPU) and the data files' sha256."""
     cfg = {k: v for k, v in config.items() if k != "out"}
+    cfg["train"] = {k: v for k, v in cfg.get("train", {}).items() if k not in DEVICE_NEUTRAL}
     blob = json.dumps({"config": cfg, "data": sorted(data_files.values())}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 

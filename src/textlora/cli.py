@@ -28,8 +28,14 @@ TRAIN_FLAGS = {
     "--target-modules": ("lora.target_modules", str),
     "--epochs": ("train.epochs", int), "--lr": ("train.lr", float), "--batch-size": ("train.batch_size", int),
     "--weight-decay": ("train.weight_decay", float), "--seed": ("train.seed", int),
-    "--precision": ("train.precision", str), "--out": ("out", str),
+    "--precision": ("train.precision", str), "--device": ("train.device", str), "--out": ("out", str),
 }
+
+
+DEVICE_HELP = "auto (a CUDA GPU when there is one, else the CPU), cpu, cuda or cuda:N"
+PRECISION_CHOICES = ["auto", "fp32", "bf16", "fp16"]
+PRECISION_HELP = ("fp32 (default: what the run's metrics were computed in); bf16/fp16 (GPU only) autocast, faster where "
+                  "the hardware has it, slightly less exact; auto: the device's fastest")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,14 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--text-column", default="text")
     pr.add_argument("--output", help="JSONL output file (default: stdout)")
     pr.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
-    pr.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                    help="bf16: bfloat16 autocast, ~2x faster on CPUs with AMX/AVX512-BF16, slightly less exact")
     for q in (e, pr):
+        q.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32", help=PRECISION_HELP)
         q.add_argument("--no-check-base", action="store_true", help="skip the base-model weight check")
     x = sub.add_parser("export", help="write a run as a merged full-precision Hugging Face model folder")
     x.add_argument("run")
     x.add_argument("--out", required=True, help="a new folder")
     x.add_argument("--no-check-base", action="store_true", help="skip the base-model weight check")
+    for q in (e, pr, x):
+        q.add_argument("--device", default="cpu" if q is x else "auto", help=DEVICE_HELP)
     _add_serve_parser(sub)
     add_report_commands(sub)
     return p
@@ -107,7 +114,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from textlora.predict import Predictor, evaluate_split
 
-    clf = Predictor.load(args.run, check_base=not args.no_check_base)
+    clf = Predictor.load(args.run, check_base=not args.no_check_base, precision=args.precision, device=args.device)
     m = evaluate_split(clf, args.data, args.split, args.text_column, args.label_column)
     print(f"{args.split}: n={m['n']}  accuracy {m['accuracy']:.4f}  macro-F1 {m['f1_macro']:.4f}  "
           f"weighted-F1 {m['f1_weighted']:.4f}  loss {m['loss']:.4f}")
@@ -124,7 +131,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     texts = list(args.texts) + (read_texts(args.input, args.text_column) if args.input else [])
     if not texts:
         raise TextloraError("nothing to classify: give texts as arguments or --input FILE.")
-    clf = Predictor.load(args.run, check_base=not args.no_check_base, precision=args.precision)
+    clf = Predictor.load(args.run, check_base=not args.no_check_base, precision=args.precision, device=args.device)
     proba = clf.predict_proba(texts)
     chosen = clf.predict(texts) if clf.label_map.multi_label else [clf.labels_[int(p.argmax())] for p in proba]
     rows = [{"text": t, "label": c, "scores": {name: round(float(s), 6) for name, s in zip(clf.labels_, p)}}
@@ -147,7 +154,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from textlora.predict import export_merged
 
-    out = export_merged(args.run, args.out, check_base=not args.no_check_base)
+    out = export_merged(args.run, args.out, check_base=not args.no_check_base, device=args.device)
     print(f"wrote {out}: load it with AutoModelForSequenceClassification.from_pretrained({str(out)!r})")
     return 0
 
@@ -168,8 +175,8 @@ def _add_serve_parser(sub: Any) -> None:
     s.add_argument("--no-batching", action="store_true", help="one forward pass per request")
     s.add_argument("--threads", type=int, help="torch CPU threads for inference (default: one per core)")
     s.add_argument("--no-check-base", action="store_true", help="skip the base-model weight check")
-    s.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                   help="bf16: bfloat16 autocast, ~2x faster on CPUs with AMX/AVX512-BF16, slightly less exact")
+    s.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32", help=PRECISION_HELP)
+    s.add_argument("--device", default="auto", help=DEVICE_HELP)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -179,7 +186,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                   max_body_bytes=args.max_body_bytes, max_wait_ms=args.max_wait_ms,
                                   max_batch=args.max_batch, batching=not args.no_batching,
                                   threads=args.threads, check_base=not args.no_check_base,
-                                  precision=args.precision))
+                                  precision=args.precision, device=args.device))
     return 0
 
 # --- end serve ---------------------------------------------------------------------------------
@@ -221,6 +228,7 @@ def add_report_commands(sub: Any) -> None:
     sw.add_argument("--range", action="append", default=[], metavar="KEY=LOW:HIGH[:log][:int]",
                     help="change one searched range (repeatable); KEY=off drops it")
     sw.add_argument("--no-prune", action="store_true", help="run every trial to the end")
+    sw.add_argument("--device", help=f"sets train.device of every trial: {DEVICE_HELP}")
     sw.add_argument("--quiet", action="store_true")
     sw.add_argument("overrides", nargs="*", metavar="key=value", help="fixed overrides of the config")
 
@@ -237,7 +245,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 LADDER_FLAGS = {f: TRAIN_FLAGS[f][0] for f in ("--data", "--model", "--max-train-samples", "--max-eval-samples",
-                                               "--max-length", "--epochs", "--batch-size", "--seed")}
+                                               "--max-length", "--epochs", "--batch-size", "--seed", "--device")}
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -286,7 +294,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise TextloraError("textlora sweep needs optuna: pip install 'textlora[sweep]' (or pip install optuna).")
     if args.trials < 1:
         raise TextloraError(f"--trials must be at least 1, got {args.trials}.")
-    cfg = RunConfig.from_yaml(args.config).with_overrides(parse_overrides(args.overrides))
+    fixed = parse_overrides(args.overrides)
+    if args.device:
+        fixed["train.device"] = args.device
+    cfg = RunConfig.from_yaml(args.config).with_overrides(fixed)
     changes = load_space(args.space) if args.space else {}
     changes.update(dict(parse_range(r) for r in args.range))
     result = sweep(cfg, args.trials, args.out, build_space(cfg, changes), args.storage, args.study_name, args.seed,

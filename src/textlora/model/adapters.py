@@ -177,7 +177,7 @@ def init_output_bias(model: torch.nn.Module, new_modules: list[str], rates: np.n
     for name in new_modules:
         layer = model.get_submodule(name)
         if isinstance(layer, torch.nn.Linear) and layer.out_features == len(rates) and layer.bias is not None:
-            p = torch.as_tensor(rates, dtype=torch.float32).clamp(1e-4, 1 - 1e-4)
+            p = torch.as_tensor(rates, dtype=torch.float32, device=layer.bias.device).clamp(1e-4, 1 - 1e-4)
             with torch.no_grad():
                 layer.bias.copy_(torch.log(p / (1 - p)))
             return name

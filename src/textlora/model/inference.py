@@ -5,26 +5,30 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from textlora import device as devices
 from textlora.data.batching import Encoded, eval_batches, iterate
 from textlora.model.cls_only import cls_only_last_layer
 from textlora.model.precision import autocast
 
 
 @torch.inference_mode()
-def forward_logits(model: torch.nn.Module, encoded: Encoded, pad_id: int, batch_size: int = 32,
+def forward_logits(model: torch.nn.Module, encoded: Encoded, pad_id: int, batch_size: int | None = None,
                    precision: str = "fp32") -> np.ndarray:
-    """Logits (n, num_labels) for every example of `encoded`, in input order.
+    """Logits (n, num_labels) for every example of `encoded`, in input order, computed on the model's device.
 
     Batches are sorted by length so that almost no padding is computed, and a BERT-style last layer
     runs for [CLS] only (`model/cls_only.py`); rows are put back in the original order before returning.
-    `precision` 'bf16' runs the forward under bfloat16 autocast (`model/precision.py`); logits come back fp32.
+    `batch_size` None takes the device's default (`textlora.device`). `precision` 'bf16' or 'fp16' runs the
+    forward under autocast (`model/precision.py`); logits come back fp32.
     """
     was_training = model.training
     model.eval()
     out: np.ndarray | None = None
+    device = devices.of(model)
+    batches = eval_batches(encoded.lengths, devices.eval_batch_size(device, batch_size), devices.eval_tokens(device))
     with cls_only_last_layer(model), autocast(model, precision):
-        for idx, inputs in iterate(encoded, eval_batches(encoded.lengths, batch_size), pad_id):
-            logits = model(**inputs).logits.float().numpy()  # (B, num_labels)
+        for idx, inputs in iterate(encoded, batches, pad_id, device):
+            logits = model(**inputs).logits.float().cpu().numpy()  # (B, num_labels)
             if out is None:
                 out = np.zeros((len(encoded), logits.shape[1]), dtype=np.float32)
             out[idx] = logits

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from textlora import device as devices
 from textlora.data.batching import Encoded, collate, eval_batches
 from textlora.model.cls_only import cls_only_last_layer, unwrap
 
@@ -109,20 +110,23 @@ class _Feed(torch.nn.Module):
 
 @dataclass
 class LayerCache:
-    """Per-example hidden states (unpadded, (len, hidden)) entering layer `split_at`, per split."""
+    """Per-example hidden states (unpadded, (len, hidden)) entering layer `split_at`, per split, kept on `store`
+    (the model's device when they fit there, else the host) and moved to the model's device per batch."""
 
     model: torch.nn.Module
     split_at: int
     hidden: dict[str, list[torch.Tensor]]
     seconds: float = 0.0
     """Time it took to build."""
+    store: torch.device = torch.device("cpu")
+    """Where the states are kept."""
 
     @classmethod
     def build(cls, model: torch.nn.Module, splits: dict[str, Encoded], pad_id: int, split_at: int,
-              batch_size: int = 128) -> LayerCache:
-        """Run the frozen embeddings + layers [0, split_at) once over every split."""
+              batch_size: int | None = None, store: torch.device | None = None) -> LayerCache:
+        """Run the frozen embeddings + layers [0, split_at) once over every split, on the model's device."""
         t = time.perf_counter()
-        cache = cls(model, split_at, {})
+        cache = cls(model, split_at, {}, store=store or devices.of(model))
         for name, encoded in splits.items():
             cache.hidden[name] = cache._lower_states(encoded, pad_id, batch_size)
         cache.seconds = time.perf_counter() - t
@@ -134,8 +138,10 @@ class LayerCache:
 
     def inputs(self, split: str, encoded: Encoded, idx: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
         """Model inputs for rows `idx`, with the cached states they need under the key 'cached'."""
-        inputs = collate(encoded, idx, pad_id)
-        inputs["cached"] = torch.nn.utils.rnn.pad_sequence([self.hidden[split][i] for i in idx], batch_first=True)
+        device = devices.of(self.model)
+        inputs = collate(encoded, idx, pad_id, device)
+        cached = torch.nn.utils.rnn.pad_sequence([self.hidden[split][i] for i in idx], batch_first=True)
+        inputs["cached"] = cached.to(device, non_blocking=True)
         return inputs
 
     def forward(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]):
@@ -148,14 +154,16 @@ class LayerCache:
 
     @torch.inference_mode()
     def logits(self, model: torch.nn.Module, split: str, encoded: Encoded, pad_id: int,
-               batch_size: int = 128) -> np.ndarray:
+               batch_size: int | None = None) -> np.ndarray:
         """Like `model.inference.forward_logits`, from the cache of `split`."""
         was_training = model.training
         model.eval()
         out = None
+        device = devices.of(model)
+        batches = eval_batches(encoded.lengths, devices.eval_batch_size(device, batch_size), devices.eval_tokens(device))
         with cls_only_last_layer(model):
-            for idx in eval_batches(encoded.lengths, batch_size):
-                logits = self.forward(model, self.inputs(split, encoded, idx, pad_id)).logits.float().numpy()
+            for idx in batches:
+                logits = self.forward(model, self.inputs(split, encoded, idx, pad_id)).logits.float().cpu().numpy()
                 if out is None:
                     out = np.zeros((len(encoded), logits.shape[1]), dtype=np.float32)
                 out[idx] = logits
@@ -175,15 +183,17 @@ class LayerCache:
             yield feed
 
     @torch.no_grad()  # not inference_mode: the states are inputs of training steps later
-    def _lower_states(self, encoded: Encoded, pad_id: int, batch_size: int) -> list[torch.Tensor]:
+    def _lower_states(self, encoded: Encoded, pad_id: int, batch_size: int | None) -> list[torch.Tensor]:
         base, _, layers_name, layers = self._parts()
         was_training = base.training
         base.eval()
+        device = devices.of(base)
         rows: list[torch.Tensor | None] = [None] * len(encoded)
+        batches = eval_batches(encoded.lengths, devices.eval_batch_size(device, batch_size), devices.eval_tokens(device))
         with _swapped(base, layers_name, torch.nn.ModuleList(layers[:self.split_at])):
-            for idx in eval_batches(encoded.lengths, batch_size):
-                inputs = collate(encoded, idx, pad_id)
-                states = base(**inputs).last_hidden_state  # (B, T, hidden) after layer split_at - 1
+            for idx in batches:
+                inputs = collate(encoded, idx, pad_id, device)
+                states = base(**inputs).last_hidden_state.to(self.store)  # (B, T, hidden) after layer split_at - 1
                 for row, i in enumerate(idx):
                     rows[i] = states[row, :len(encoded.input_ids[i])].clone()
         base.train(was_training)

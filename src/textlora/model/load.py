@@ -60,8 +60,10 @@ DROPOUT_ATTRS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout
 
 
 def load_base(name: str, label_map: LabelMap, attn_implementation: str = "sdpa",
-              quantization_config: object | None = None, dropout: float | None = None) -> BaseModel:
-    """Load `name` as a sequence classifier with `label_map`'s labels and a freshly initialized head.
+              quantization_config: object | None = None, dropout: float | None = None,
+              device: object | None = None) -> BaseModel:
+    """Load `name` as a sequence classifier with `label_map`'s labels and a freshly initialized head, in fp32 on
+    `device` (the CPU by default). A 4-bit base is quantized where it will run: on the GPU itself, or the CPU.
 
     Raises:
         ModelError: the folder or id cannot be loaded, with what to check.
@@ -79,15 +81,23 @@ def load_base(name: str, label_map: LabelMap, attn_implementation: str = "sdpa",
         for attr in DROPOUT_ATTRS:
             if isinstance(getattr(config, attr, None), float):
                 setattr(config, attr, dropout)
-    kwargs = dict(config=config, output_loading_info=True, attn_implementation=attn_implementation)
+    import torch
+
+    device = torch.device(device or "cpu")
+    kwargs = dict(config=config, output_loading_info=True, attn_implementation=attn_implementation,
+                  dtype=torch.float32)  # never the checkpoint's own dtype: weights, optimizer and metrics are fp32
     if quantization_config is not None:
         kwargs["quantization_config"] = quantization_config
+        if device.type == "cuda":
+            kwargs["device_map"] = {"": device.index or 0}  # bitsandbytes quantizes on the GPU as it loads
     model, info = _from_pretrained(AutoModelForSequenceClassification, path, **kwargs)
-    if quantization_config is not None:
+    if quantization_config is not None and device.type == "cpu":
         from textlora.model.quantization import keep_weights_unpacked, release_checkpoint
 
         keep_weights_unpacked(model)  # the same NF4 kernel in training and evaluation on every CPU
         release_checkpoint(model)  # else the fp32 weights just quantized stay resident through the file map
+    elif quantization_config is None:
+        model.to(device)
     new_modules = sorted({k.rsplit(".", 1)[0] for k in info["missing_keys"]})
     return BaseModel(model, tokenizer, new_modules, path)
 

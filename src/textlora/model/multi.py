@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from textlora import device as devices
 from textlora.data.labels import LabelMap
 from textlora.errors import ModelError
 from textlora.model.load import load_base
@@ -45,14 +46,14 @@ class SharedBase:
 
     @classmethod
     def load(cls, base_path: str, label_map: LabelMap, attn_implementation: str = "sdpa",
-             quantization_config: object | None = None) -> SharedBase:
-        """Load the base body once, in eval mode; its own (random) head is never used for a run.
-        With `quantization_config` (qlora runs) the base is loaded in NF4 and dequantized to fp32: the
-        weights those adapters were trained against."""
+             quantization_config: object | None = None, device: object | None = None) -> SharedBase:
+        """Load the base body once onto `device` (the CPU by default), in eval mode; its own (random) head is
+        never used for a run. With `quantization_config` (qlora runs) the base is loaded in NF4 on the CPU and
+        dequantized to fp32: the weights those adapters were trained against."""
         from textlora.model.quantization import dequantize
 
         base = load_base(base_path, label_map, attn_implementation, quantization_config=quantization_config)
-        model = dequantize(base.model).eval()
+        model = dequantize(base.model).to(device or "cpu").eval()
         for p in model.parameters():
             p.requires_grad_(False)
         return cls(model, base_path)
@@ -145,7 +146,8 @@ class SharedBase:
             for param, tensor in tensors.items():
                 if not isinstance(getattr(module, param, None), torch.nn.Parameter):
                     raise ModelError(f"{run_dir}: head tensor {module_name}.{param} has no place in base {self.path}.")
-                setattr(module, param, torch.nn.Parameter(tensor, requires_grad=False))  # label count may differ
+                # label count may differ; on the shared model's device
+                setattr(module, param, torch.nn.Parameter(tensor.to(devices.of(module)), requires_grad=False))
             head[module_name] = module.eval()
             self._originals.setdefault(module_name, self.model.get_submodule(module_name))
         return head

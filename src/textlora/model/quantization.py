@@ -25,16 +25,17 @@ def require_bitsandbytes() -> None:
                           f"Run `{INSTALL_HINT}`, or use --method lora.") from None
 
 
-def nf4_config() -> object:
+def nf4_config(compute_dtype: torch.dtype = torch.float32) -> object:
     """A `transformers.BitsAndBytesConfig` that loads every linear layer in 4-bit NF4 except the head.
 
-    Computation is in fp32 (a CPU has no fast bf16 matmul); `llm_int8_skip_modules` keeps the head
-    modules (`HEAD_NAMES`) as plain fp32 `nn.Linear`, so they can be trained and saved as usual.
+    `compute_dtype`: what the 4-bit layers dequantize to for their matmuls (fp32 on a CPU, the run's bf16 or
+    fp16 on a GPU, as in the QLoRA paper); `llm_int8_skip_modules` keeps the head modules (`HEAD_NAMES`) as plain
+    fp32 `nn.Linear`, so they can be trained and saved as usual.
     """
     require_bitsandbytes()
     from transformers import BitsAndBytesConfig
 
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32,
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype,
                               llm_int8_skip_modules=_skip_patterns())
 
 
@@ -45,9 +46,14 @@ def _skip_patterns() -> list[str]:
     return list(HEAD_NAMES) + [rf"(?:.*\.)?{name}" for name in HEAD_NAMES]
 
 
-def quantization_config(method: str) -> object | None:
-    """What `load_base` needs for `method`: the NF4 config for 'qlora', else None (full precision)."""
-    return nf4_config() if method == "qlora" else None
+def quantization_config(method: str, device: torch.device | None = None, precision: str = "fp32") -> object | None:
+    """What `load_base` needs for `method`: the NF4 config for 'qlora', else None (full precision). On a GPU the
+    4-bit layers compute in the run's 16-bit precision (bf16 where the GPU has it); on a CPU in fp32."""
+    if method != "qlora":
+        return None
+    on_gpu = device is not None and torch.device(device).type == "cuda"
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.bfloat16) if on_gpu else torch.float32
+    return nf4_config(dtype)
 
 
 def keep_weights_unpacked(model: torch.nn.Module) -> torch.nn.Module:

@@ -38,11 +38,11 @@ def serve(runs: Sequence[str], options: ServeOptions) -> None:
 
         torch.set_num_threads(options.threads)
     registry = Registry.load([RunSpec.parse(r) for r in runs], check_base=options.check_base,
-                             precision=options.precision)
+                             precision=options.precision, device=options.device)
     app = build_app(registry, options)
     print(f"serving {registry.names} on http://{options.host}:{options.port} "
           f"(batching {'on, max wait ' + str(options.max_wait_ms) + ' ms' if options.batching else 'off'}, "
-          f"{options.precision})",
+          f"{registry.device}, {registry.precision})",
           flush=True)
     uvicorn.run(app, host=options.host, port=options.port, log_level="warning", access_log=False)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from textlora.config import DEVICE_PATTERN
 from textlora.errors import ConfigError
 
 
@@ -30,8 +31,10 @@ class ServeOptions:
     check_base: bool = True
     """Verify each base model's weight sha256 against the runs' manifests."""
     precision: str = "fp32"
-    """'bf16': forward passes under bfloat16 autocast, ~2x faster on CPUs with AMX or AVX512-BF16 and slightly
-    less exact (`textlora.model.precision`)."""
+    """'bf16' / 'fp16' (GPU only): forward passes under autocast, faster where the hardware has it (CPUs with AMX or
+    AVX512-BF16, GPUs) and slightly less exact; 'auto' the device's fastest (`textlora.model.precision`)."""
+    device: str = "auto"
+    """Where the models compute: auto (a CUDA GPU when there is one, else the CPU), cpu, cuda or cuda:N."""
 
     def __post_init__(self) -> None:
         problems = [f"{name} must be a positive integer, got {getattr(self, name)}"
@@ -41,8 +44,10 @@ class ServeOptions:
             problems.append(f"threads must be a positive integer or unset, got {self.threads}")
         if self.max_wait_ms < 0:
             problems.append(f"max_wait_ms must be 0 or more, got {self.max_wait_ms}")
-        if self.precision not in ("fp32", "bf16"):
-            problems.append(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            problems.append(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+        if not isinstance(self.device, str) or not DEVICE_PATTERN.match(self.device):
+            problems.append(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if not 0 <= self.port < 65536:
             problems.append(f"port must be in 0..65535, got {self.port}")
         if problems:

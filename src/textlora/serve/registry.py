@@ -99,29 +99,37 @@ class Registry:
     runs: dict[str, ServedRun] = field(default_factory=dict)
     batch_size: int = 128
     precision: str = "fp32"
-    """'fp32', or 'bf16': forward passes under bfloat16 autocast (`textlora.model.precision`)."""
+    """'fp32', or 'bf16' / 'fp16': forward passes under autocast (`textlora.model.precision`)."""
+    device: Any = None
+    """The torch.device every served model computes on."""
 
     @classmethod
-    def load(cls, specs: Sequence[RunSpec], check_base: bool = True, precision: str = "fp32") -> Registry:
-        """Load every run; runs on the same base share one copy of it.
+    def load(cls, specs: Sequence[RunSpec], check_base: bool = True, precision: str = "fp32",
+             device: str = "auto") -> Registry:
+        """Load every run onto `device`; runs on the same base share one copy of it.
 
         Raises:
-            ConfigError: two runs have the same name, or no run was given.
+            ConfigError: two runs have the same name, no run was given, or the device or precision is not available.
             ModelError: a run folder is incomplete, or its base is missing or different.
         """
+        from textlora import device as devices
+        from textlora.model.precision import resolve_precision
+
         if not specs:
             raise ConfigError("serve needs at least one run folder: textlora serve RUN [RUN ...].")
         names = [s.name for s in specs]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ConfigError(f"run names {duplicates} are given more than once; name each run: NAME=PATH.")
-        reg = cls(precision=precision)
+        where = devices.prepare(devices.resolve(device))
+        reg = cls(precision=resolve_precision(precision, where), device=where,
+                  batch_size=devices.EVAL_BATCH["cuda"] if where.type == "cuda" else cls.batch_size)
         shared: dict[tuple[str, str | None, bool], Any] = {}
         for spec in specs:
-            reg.runs[spec.name] = _load_run(spec, shared, check_base)
+            reg.runs[spec.name] = _load_run(spec, shared, check_base, where)
         from textlora.model.precision import warn_if_emulated
 
-        warn_if_emulated(precision)  # served models run on the CPU
+        warn_if_emulated(reg.precision, where.type)
         for base in shared.values():
             for name in base.runs:
                 reg.runs[name].shared = len(base.runs) > 1
@@ -166,21 +174,24 @@ def _forward(model: Any, enc: Any, pad_id: int, max_rows: int, precision: str = 
     """Logits (n, num_labels) in input order, computed in `tight_batches` at `precision`."""
     import torch
 
+    from textlora import device as devices
     from textlora.data.batching import iterate
     from textlora.model.cls_only import cls_only_last_layer
     from textlora.model.precision import autocast
 
     out = None
+    device = devices.of(model)
     with torch.inference_mode(), cls_only_last_layer(model), autocast(model, precision):
-        for idx, inputs in iterate(enc, tight_batches(enc.lengths, max_rows), pad_id):
-            logits = model(**inputs).logits.float().numpy()  # (B, num_labels)
+        for idx, inputs in iterate(enc, tight_batches(enc.lengths, max_rows), pad_id, device):
+            logits = model(**inputs).logits.float().cpu().numpy()  # (B, num_labels)
             out = np.zeros((len(enc), logits.shape[1]), dtype=np.float32) if out is None else out
             out[idx] = logits
     return out
 
 
-def _load_run(spec: RunSpec, shared: dict[tuple[str, str | None, bool], Any], check_base: bool) -> ServedRun:
-    """Load one run, onto the shared base of its group when it is a lora or head run."""
+def _load_run(spec: RunSpec, shared: dict[tuple[str, str | None, bool], Any], check_base: bool,
+              device: Any = None) -> ServedRun:
+    """Load one run onto `device`, onto the shared base of its group when it is a lora or head run."""
     from textlora.config import RunConfig
     from textlora.data.labels import LabelMap
     from textlora.model.load import load_tokenizer
@@ -201,6 +212,7 @@ def _load_run(spec: RunSpec, shared: dict[tuple[str, str | None, bool], Any], ch
     method = manifest["method"]
     if method == "full":
         model, tokenizer = load_model(run, method, "", label_map, cfg.model.attn_implementation)
+        model.to(device or "cpu")
     else:
         base_path = find_base(manifest, cfg)
         if check_base:
@@ -209,7 +221,7 @@ def _load_run(spec: RunSpec, shared: dict[tuple[str, str | None, bool], Any], ch
         key = (base_path, manifest["base_model"].get("weights_sha256"), method == "qlora")
         if key not in shared:
             shared[key] = SharedBase.load(base_path, label_map, cfg.model.attn_implementation,
-                                          quantization_config(method))
+                                          quantization_config(method), device)
         model = shared[key]
         if method in ("lora", "qlora"):
             model.add_lora(spec.name, run)
