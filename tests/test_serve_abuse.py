@@ -5,6 +5,7 @@ patched forward pass, and the real server process on loopback for slow and vanis
 """
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -343,3 +344,49 @@ def test_a_client_that_goes_away_is_counted_as_499_not_500(server):
         assert time.monotonic() < deadline, after
         time.sleep(0.1)
     assert _count(after, "500") == _count(before, "500") == 0
+
+
+def test_a_user_error_from_the_forward_pass_is_a_422(run_dir):
+    from textlora.errors import DataError
+
+    def patch(scores):
+        def refuse(name, texts):
+            raise DataError("text 0 has no tokens; send non-empty text.")
+        return refuse
+
+    with _client(run_dir, patch) as client:
+        r = client.post("/v1/classify", json={"model": "emotion", "texts": ["hi"]})
+    assert r.status_code == 422 and r.json()["detail"] == "text 0 has no tokens; send non-empty text."
+
+
+def test_request_metrics_answer_json_500_and_count_gone_clients_as_499():
+    from textlora.serve.app import RequestMetrics
+    from textlora.serve.metrics import ServerMetrics
+
+    async def broken(scope, receive, send):
+        raise KeyError("boom")
+
+    async def abandoned(scope, receive, send):  # reads the body, finds the client gone, answers nothing
+        assert (await receive())["type"] == "http.disconnect"
+
+    async def call(app):
+        sent = []
+
+        async def receive():
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "path": "/v1/classify", "method": "POST", "headers": []}
+        with pytest.raises(KeyError) if app is broken else contextlib.nullcontext():
+            await RequestMetrics(app, metrics)(scope, receive, send)
+        return sent
+
+    metrics = ServerMetrics()
+    sent = asyncio.run(call(broken))
+    assert sent[0]["status"] == 500 and json.loads(sent[1]["body"])["detail"].startswith("internal server error")
+    assert asyncio.run(call(abandoned)) == []
+    text = metrics.render()
+    assert 'textlora_requests_total{path="/v1/classify",status="500"} 1' in text
+    assert 'textlora_requests_total{path="/v1/classify",status="499"} 1' in text
