@@ -49,6 +49,7 @@ def main() -> None:
     if not 0 <= args.slow <= 400:
         sys.exit(f"--slow must be in 0..400 sockets, got {args.slow}.")
     stop_at = time.monotonic() + 60
+    load_before = round(os.getloadavg()[0], 2)  # other work on the machine slows the normal traffic too
     with tempfile.TemporaryDirectory(prefix="textlora-abuse-") as tmp:
         run = Path(args.run) if args.run else _tiny_run(Path(tmp))
         poison = None if args.run else " ".join(["good"] * 100)  # 102 tokens; the tiny model has 64 positions
@@ -60,7 +61,7 @@ def main() -> None:
             result["server_peak_rss_mb"] = server.peak_rss_mb()
             result["server_statuses"] = _statuses(server.port)
     result = {"bench": "serve_abuse", "run": str(args.run or "tiny random BERT"), "duration_s": round(args.duration, 1),
-              "timeouts_s": TIMEOUT_S, "cpus": os.cpu_count(), **result}
+              "timeouts_s": TIMEOUT_S, "cpus": os.cpu_count(), "load_avg_1m_before": load_before, **result}
     print(json.dumps(result))
 
 
