@@ -170,6 +170,10 @@ def _add_serve_parser(sub: Any) -> None:
     s.add_argument("--max-texts", type=int, default=64, help="most texts per request (422 beyond)")
     s.add_argument("--max-chars", type=int, default=2000, help="most characters per text (422 beyond)")
     s.add_argument("--max-body-bytes", type=int, default=1_000_000, help="largest request body (413 beyond)")
+    s.add_argument("--body-timeout-s", type=float, default=10.0, help="longest time to receive a body (408 beyond)")
+    s.add_argument("--header-timeout-s", type=float, default=10.0,
+                   help="longest time to receive a request's headers (connection closed beyond)")
+    s.add_argument("--max-queue", type=int, default=4096, help="most texts waiting for inference (503 beyond)")
     s.add_argument("--max-wait-ms", type=float, default=5.0, help="micro-batching: longest wait for more requests")
     s.add_argument("--max-batch", type=int, default=64, help="micro-batching: most texts per forward pass")
     s.add_argument("--no-batching", action="store_true", help="one forward pass per request")
@@ -186,7 +190,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                   max_body_bytes=args.max_body_bytes, max_wait_ms=args.max_wait_ms,
                                   max_batch=args.max_batch, batching=not args.no_batching,
                                   threads=args.threads, check_base=not args.no_check_base,
-                                  precision=args.precision, device=args.device))
+                                  precision=args.precision, device=args.device,
+                                  body_timeout_s=args.body_timeout_s, header_timeout_s=args.header_timeout_s,
+                                  max_queue=args.max_queue))
     return 0
 
 # --- end serve ---------------------------------------------------------------------------------

@@ -9,6 +9,7 @@
 | `batching.py` | `MicroBatcher`: concurrent requests for one model -> one forward pass |
 | `metrics.py` | Prometheus text format |
 | `app.py` | FastAPI routes and schemas (the only module importing FastAPI) |
+| `header_timeout.py` | uvicorn's h11 protocol with a deadline for request headers (slow clients) |
 
 FastAPI and uvicorn come with the `serve` extra: `pip install "textlora[serve]"`.
 """
@@ -32,6 +33,7 @@ def serve(runs: Sequence[str], options: ServeOptions) -> None:
     """
     uvicorn = _require_server_deps()
     from textlora.serve.app import build_app
+    from textlora.serve.header_timeout import header_timeout_protocol
 
     if options.threads:
         import torch
@@ -44,7 +46,8 @@ def serve(runs: Sequence[str], options: ServeOptions) -> None:
           f"(batching {'on, max wait ' + str(options.max_wait_ms) + ' ms' if options.batching else 'off'}, "
           f"{registry.device}, {registry.precision})",
           flush=True)
-    uvicorn.run(app, host=options.host, port=options.port, log_level="warning", access_log=False)
+    uvicorn.run(app, host=options.host, port=options.port, log_level="warning", access_log=False,
+                http=header_timeout_protocol(options.header_timeout_s))
 
 
 def _require_server_deps():

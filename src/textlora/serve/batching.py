@@ -8,6 +8,10 @@ new requests pile up in the queue, so under load batches fill without waiting at
 One inference thread for all models: torch already uses every core for one pass, and two passes
 at once would only fight over them. torch releases the GIL, so the event loop keeps accepting
 requests meanwhile.
+
+A failure stays with its own request: when a batched pass raises, each request of the batch is
+computed again alone, and only the ones that fail again get the error. The number of texts waiting
+or in a pass is bounded (`max_queue`): past it, `submit` raises `ServerBusy` at once.
 """
 
 from __future__ import annotations
@@ -19,10 +23,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from textlora.errors import TextloraError
+
 Infer = Callable[[str, list[str]], np.ndarray]
 """(model name, texts) -> scores (n, num_labels); runs on the inference thread."""
 OnBatch = Callable[[str, int, int], None]
 """(model name, texts, requests) after every forward pass; runs on the event loop."""
+
+
+class ServerBusy(TextloraError):
+    """More texts are waiting than `max_queue`; the client should retry shortly (HTTP 503)."""
 
 
 @dataclass
@@ -41,12 +51,15 @@ class MicroBatcher:
         max_wait: seconds to wait for more requests once one is waiting.
         enabled: False runs every request as its own forward pass (the baseline to compare against).
         on_batch: called after each forward pass, e.g. to record batch sizes.
+        max_queue: most texts waiting or in a forward pass, over all models; more raise `ServerBusy`.
     """
 
     def __init__(self, infer: Infer, models: Sequence[str], max_batch: int = 64, max_wait: float = 0.005,
-                 enabled: bool = True, on_batch: OnBatch | None = None):
+                 enabled: bool = True, on_batch: OnBatch | None = None, max_queue: int = 4096):
         self.infer, self.models = infer, list(models)
-        self.max_batch, self.max_wait, self.enabled = max_batch, max_wait, enabled
+        self.max_batch, self.max_wait, self.enabled, self.max_queue = max_batch, max_wait, enabled, max_queue
+        self.queued = 0
+        """Texts submitted and not yet answered (waiting or in a forward pass)."""
         self.on_batch = on_batch or (lambda model, texts, requests: None)
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="textlora-infer")
         self._queues: dict[str, asyncio.Queue[_Pending]] = {}
@@ -69,7 +82,22 @@ class MicroBatcher:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def submit(self, model: str, texts: list[str]) -> np.ndarray:
-        """Scores for `texts` under `model`, computed in a batch with other waiting requests."""
+        """Scores for `texts` under `model`, computed in a batch with other waiting requests.
+
+        Raises:
+            ServerBusy: `max_queue` texts are already waiting (nothing is queued then).
+            Exception: whatever `infer` raised for these texts computed alone.
+        """
+        if self.queued + len(texts) > self.max_queue:
+            raise ServerBusy(f"the server is busy: {self.queued} texts are waiting, at most {self.max_queue} "
+                             "(--max-queue). Retry in a moment.")
+        self.queued += len(texts)
+        try:
+            return await self._submit(model, texts)
+        finally:
+            self.queued -= len(texts)
+
+    async def _submit(self, model: str, texts: list[str]) -> np.ndarray:
         loop = asyncio.get_running_loop()
         if not self.enabled:
             scores = await loop.run_in_executor(self._executor, self.infer, model, texts)
@@ -85,7 +113,10 @@ class MicroBatcher:
         while True:
             first = carry or await queue.get()
             batch, carry = await self._collect(queue, first)
-            await self._run(model, batch)
+            try:
+                await self._run(model, batch)
+            except Exception as e:  # noqa: BLE001 - e.g. a failing on_batch: fail this batch, keep serving
+                _fail(batch, e)
 
     async def _collect(self, queue: asyncio.Queue[_Pending], first: _Pending) -> tuple[list[_Pending], _Pending | None]:
         """`first` plus the requests that arrive within `max_wait`, up to `max_batch` texts.
@@ -120,10 +151,12 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         try:
             scores = await loop.run_in_executor(self._executor, self.infer, model, texts)
-        except Exception as e:  # noqa: BLE001 - handed to every waiting request, which reports it
-            for p in live:
-                if not p.future.done():
-                    p.future.set_exception(e)
+        except Exception as e:  # noqa: BLE001 - handed to the request(s) it belongs to, which report it
+            if len(live) == 1:
+                _fail(live, e)
+            else:  # one bad request must not fail the others: compute each alone
+                for p in live:
+                    await self._run(model, [p])
             return
         self.on_batch(model, len(texts), len(live))
         start = 0
@@ -131,3 +164,9 @@ class MicroBatcher:
             if not p.future.done():
                 p.future.set_result(scores[start:start + len(p.texts)])
             start += len(p.texts)
+
+
+def _fail(batch: list[_Pending], error: Exception) -> None:
+    for p in batch:
+        if not p.future.done():
+            p.future.set_exception(error)

@@ -20,6 +20,13 @@ class ServeOptions:
     """Most characters in one text (more: 422). Tokens beyond the run's max_length are truncated anyway."""
     max_body_bytes: int = 1_000_000
     """Largest request body, checked before JSON parsing (more: 413)."""
+    body_timeout_s: float = 10.0
+    """Longest time to receive a request's whole body once its headers are in (slower: 408, connection closed)."""
+    header_timeout_s: float = 10.0
+    """Longest time from a connection's first byte (or its opening) to a request's complete headers
+    (slower: the connection is closed). Idle keep-alive connections close after uvicorn's 5 s."""
+    max_queue: int = 4096
+    """Most texts waiting for or in a forward pass, over all models (more: 503 with Retry-After)."""
     max_wait_ms: float = 5.0
     """How long a batch waits for more requests of the same model before its forward pass."""
     max_batch: int = 64
@@ -38,8 +45,13 @@ class ServeOptions:
 
     def __post_init__(self) -> None:
         problems = [f"{name} must be a positive integer, got {getattr(self, name)}"
-                    for name in ("max_texts", "max_chars", "max_body_bytes", "max_batch")
+                    for name in ("max_texts", "max_chars", "max_body_bytes", "max_batch", "max_queue")
                     if getattr(self, name) < 1]
+        problems += [f"{name} must be more than 0 seconds, got {getattr(self, name)}"
+                     for name in ("body_timeout_s", "header_timeout_s") if not getattr(self, name) > 0]
+        if self.max_queue < self.max_texts:
+            problems.append(f"max_queue ({self.max_queue}) must be at least max_texts ({self.max_texts}), "
+                            "or a request of max_texts texts could never be served")
         if self.threads is not None and self.threads < 1:
             problems.append(f"threads must be a positive integer or unset, got {self.threads}")
         if self.max_wait_ms < 0:
