@@ -471,6 +471,7 @@ def _manifest(cfg: RunConfig, data: Dataset, base_path: str, new_modules: list[s
         "new_modules": new_modules,
         "labels": data.label_map.labels,
         "data": {"files_sha256": data.files, "splits": data.describe(), "split_seed": cfg.data.split_seed},
+        "split_overlaps": data.overlaps(),  # rows whose exact text is also in an earlier split
         "seed": cfg.train.seed,
         "params": {"trainable": params.trainable, "total": params.total},
         "train_seconds": train_seconds,
