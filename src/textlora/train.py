@@ -56,7 +56,7 @@ from textlora.model.adapters import (
 from textlora.model.cls_only import cls_only_last_layer
 from textlora.model.inference import forward_logits
 from textlora.model.layer_cache import LayerCache, cache_blocker, first_trained_layer
-from textlora.model.load import base_identity, check_max_length, load_base
+from textlora.model.load import base_identity, check_model, load_base
 from textlora.model.precision import autocast, cpu_fp32_attention, warn_if_emulated
 from textlora.model.quantization import quantization_config
 from textlora.model.saving import save_model
@@ -135,7 +135,7 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
     progress = progress and dist.main
     say = print if progress else (lambda *a, **k: None)
 
-    check_max_length(cfg.model.name, cfg.model.max_length)  # before reading data: is --model a model, --max-length in it?
+    check_model(cfg.model.name, cfg.model.max_length)  # before reading data: is --model a model, --max-length in it?
     data = load_dataset(cfg.data)
     say(f"data: {data.describe()}  labels: {data.label_map.labels}")
     torch.manual_seed(cfg.train.seed)  # the fresh head's init

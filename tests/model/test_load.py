@@ -9,7 +9,7 @@ import pytest
 
 from textlora.data.labels import LabelMap
 from textlora.errors import ConfigError, ModelError
-from textlora.model.load import base_identity, check_max_length, fit_max_length, load_base, max_positions
+from textlora.model.load import base_identity, check_model, fit_max_length, load_base, max_positions
 
 LABELS = LabelMap(["neg", "neu", "pos"])
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -17,9 +17,9 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 @pytest.mark.parametrize("kind", ["bert", "distilbert", "gpt2"])
 def test_max_length_beyond_the_positions_is_refused(tiny_models, kind):
-    check_max_length(str(tiny_models[kind]), 64)  # the tiny models have 64 positions
+    check_model(str(tiny_models[kind]), 64)  # the tiny models have 64 positions
     with pytest.raises(ConfigError, match=r"max_length \(--max-length\) is 65, .* has 64 positions; pass --max-length 64"):
-        check_max_length(str(tiny_models[kind]), 65)
+        check_model(str(tiny_models[kind]), 65)
 
 
 def test_roberta_positions_exclude_the_padding_offset():
@@ -157,3 +157,13 @@ def test_predict_prints_no_future_warning(tiny_run):
     assert out.stdout.strip()
 
 
+
+
+def test_model_folder_without_tokenizer_is_refused(tiny_models, tmp_path):
+    """transformers 5 builds an empty tokenizer for such a folder: every word became [UNK], silently."""
+    folder = tmp_path / "no-tokenizer"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_models["bert"] / name, folder / name)
+    with pytest.raises(ModelError, match="holds no tokenizer .* Save the tokenizer into the model's folder"):
+        check_model(str(folder), 32)

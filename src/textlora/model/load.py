@@ -62,19 +62,23 @@ def max_positions(config: object) -> int | None:
     return n
 
 
-def check_max_length(name: str, max_length: int) -> None:
-    """Raise before any data is read if `name` is not a loadable model or `max_length` exceeds its positions.
+def check_model(name: str, max_length: int) -> None:
+    """Raise before any data is read if `name` is not a usable base model or `max_length` exceeds its positions.
 
     Why: the failure would otherwise come at predict or serve time, on the first text longer than the limit.
 
     Raises:
-        ModelError: `name` cannot be loaded (see `load_base`).
+        ModelError: `name` is not a model folder or cached hub id, or its folder holds no tokenizer.
         ConfigError: `max_length` is larger than the model's position embeddings.
     """
     from transformers import AutoConfig
 
     path = resolve_base(name)
     _check_model_folder(path)
+    if Path(path).is_dir() and not any((Path(path) / f).is_file() for f in TOKENIZER_FILES):
+        raise ModelError(f"--model {path} holds no tokenizer (none of {list(TOKENIZER_FILES)}); transformers would "
+                         "build an empty one that reads every word as unknown. Save the tokenizer into the model's "
+                         "folder (tokenizer.save_pretrained(folder)).")
     limit = max_positions(_from_pretrained(AutoConfig, path))
     if limit is not None and max_length > limit:
         raise ConfigError(f"model.max_length (--max-length) is {max_length}, but {name} has {limit} positions; "
@@ -84,13 +88,19 @@ def check_max_length(name: str, max_length: int) -> None:
 def fit_max_length(config: object, max_length: int, run: object) -> int:
     """`max_length`, clamped with a warning to the positions of the model of `config`.
 
-    Why: runs trained before `check_max_length` existed may record a `max_length` their model cannot take."""
+    Why: runs trained before `check_model` existed may record a `max_length` their model cannot take."""
     limit = max_positions(config)
     if limit is None or max_length <= limit:
         return max_length
     warnings.warn(f"{run}: model.max_length {max_length} exceeds the model's {limit} positions; texts are cut "
-                  f"to {limit} tokens.", UserWarning, stacklevel=2)
+                  f"to {limit} tokens. Set model.max_length: {limit} in its config.yaml to silence this.", UserWarning,
+                  stacklevel=2)
     return limit
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
+                   "sentencepiece.bpe.model", "tokenizer.model")
+"""Files of which a model folder holds at least one when it has a tokenizer."""
 
 
 def load_tokenizer(path: str):
