@@ -26,7 +26,7 @@ from textlora.data.labels import LabelMap
 from textlora.errors import ConfigError, ModelError
 from textlora.metrics import sigmoid, softmax
 from textlora.model.inference import forward_logits, quantize_int8
-from textlora.model.load import base_identity, resolve_base
+from textlora.model.load import base_identity, fit_max_length, resolve_base
 from textlora.model.precision import resolve_precision, warn_if_emulated
 from textlora.model.saving import load_model
 from textlora.run_folder import read_json, require_run
@@ -89,6 +89,7 @@ class Predictor:
         if check_base and manifest["method"] != "full":
             check_base_identity(base_path, manifest, run)
         model, tokenizer = load_model(run, manifest["method"], base_path, label_map, cfg.model.attn_implementation)
+        cfg.model.max_length = fit_max_length(model.config, cfg.model.max_length, run)  # runs from before the check
         if int8:
             model = quantize_int8(model)
         model.to(devices.prepare(where))

@@ -57,7 +57,7 @@ from textlora.model.adapters import (
 from textlora.model.cls_only import cls_only_last_layer
 from textlora.model.inference import forward_logits
 from textlora.model.layer_cache import LayerCache, cache_blocker, first_trained_layer
-from textlora.model.load import base_identity, load_base
+from textlora.model.load import base_identity, check_model, load_base
 from textlora.model.precision import (
     autocast,
     cpu_fp32_attention,
@@ -144,6 +144,7 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
     progress = progress and dist.main
     say = print if progress else (lambda *a, **k: None)
 
+    check_model(cfg.model.name, cfg.model.max_length)  # before reading data: is --model a model, --max-length in it?
     data = load_dataset(cfg.data)
     say(f"data: {data.describe()}  labels: {data.label_map.labels}")
     torch.manual_seed(cfg.train.seed)  # the fresh head's init
@@ -526,6 +527,7 @@ def _manifest(cfg: RunConfig, data: Dataset, base_path: str, new_modules: list[s
         "new_modules": new_modules,
         "labels": data.label_map.labels,
         "data": {"files_sha256": data.files, "splits": data.describe(), "split_seed": cfg.data.split_seed},
+        "split_overlaps": data.overlaps(),  # rows whose exact text is also in an earlier split
         "seed": cfg.train.seed,
         "params": {"trainable": params.trainable, "total": params.total},
         "train_seconds": train_seconds,

@@ -59,3 +59,70 @@ def test_truncation_without_special_tokens(tiny_models):
     tok = load_tokenizer(str(tiny_models["gpt2"]))
     body = tok([LONG], add_special_tokens=False)["input_ids"][0]
     assert encode(tok, [LONG], 8, "head+tail").input_ids == [body[:2] + body[-6:]]
+
+
+def _byte_level_tokenizer():
+    """A RoBERTa-style byte-level BPE (offsets trimmed of spaces), trained in-process on a few sentences."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    corpus = ["the good table was so nice", "i hate this awful chair", "a wonderful window and a door"] * 20
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "</s>", "<pad>"],
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.post_processor = processors.RobertaProcessing(("</s>", 1), ("<s>", 0), trim_offsets=True)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+
+
+def _long_texts(words: int = 4000) -> dict[str, str]:
+    import random
+
+    from conftest import FILLER, WORDS
+
+    rng = random.Random(0)
+    vocab = FILLER + [w for ws in WORDS.values() for w in ws] + ["wonderfully", "tablechairdoor", "é", "!?"]
+    seps = [" ", " ", " ", "  ", "\n", " \n ", ", ", ". "]
+    prose = "".join(rng.choice(vocab) + rng.choice(seps) for _ in range(words))
+    return {
+        "prose": prose,
+        "spaced": "".join(rng.choice(vocab) + " " * rng.randint(1, 80) for _ in range(words)),  # window grows
+        "no spaces": "-".join(rng.choice(vocab) for _ in range(words)),  # nothing to cut at: the whole text
+    }
+
+
+@pytest.mark.parametrize("truncation", ["head", "tail", "head+tail"])
+@pytest.mark.parametrize("kind", ["bert", "gpt2", "byte-level"])
+def test_cutting_long_texts_by_characters_never_changes_the_ids(tiny_models, monkeypatch, kind, truncation):
+    from textlora.data import batching
+    from textlora.model.load import load_tokenizer
+
+    tok = _byte_level_tokenizer() if kind == "byte-level" else load_tokenizer(str(tiny_models[kind]))
+    texts = list(_long_texts().values())
+    for max_length in (16, 64):
+        cut = encode(tok, texts, max_length, truncation).input_ids
+        monkeypatch.setattr(batching, "CHARS_PER_TOKEN", 10**9)  # no cut
+        whole = encode(tok, texts, max_length, truncation).input_ids
+        monkeypatch.undo()
+        assert cut == whole
+
+
+@pytest.mark.parametrize("truncation", ["head", "tail", "head+tail"])
+def test_a_huge_row_is_cut_before_tokenizing(bert_tok, truncation):
+    """Before, a 50 MB row was tokenized whole (47 s, 6.8 GB) and truncated afterwards."""
+    from textlora.data.batching import CHARS_PER_TOKEN
+
+    seen = []
+
+    class Spy:
+        is_fast = True
+
+        def __call__(self, texts, **kwargs):
+            seen.append(max(len(t) for t in ([texts] if isinstance(texts, str) else texts)))
+            return bert_tok(texts, **kwargs)
+
+    huge = _long_texts(words=200_000)["prose"]  # ~1.3 M characters
+    ids = encode(Spy(), [huge], 32, truncation).input_ids
+    assert len(ids[0]) == 32
+    assert max(seen) <= 2 * 32 * CHARS_PER_TOKEN + 1

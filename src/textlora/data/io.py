@@ -11,6 +11,7 @@ import gzip
 import io
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,16 +124,34 @@ def _label(value: Any, path: Path, row: str, column: str, sep: str | None) -> An
     if _is_missing(value) or (isinstance(value, str) and not value.strip()):
         raise DataError(f"{path.name} {row}: label column '{column}' is empty. Every row needs a label; "
                         "fix or drop that row.")
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
     if isinstance(value, dict):
         raise DataError(f"{path.name} {row}: label column '{column}' holds an object {value!r}; expected a "
                         "label name, an integer id, or a list of names.")
-    text = str(value).strip()
+    text = normalize_label(value)
     if sep:
-        return [part.strip() for part in text.split(sep) if part.strip()]
+        return [normalize_label(part) for part in text.split(sep) if part.strip()]
+    return text
+
+
+_INTEGER = re.compile(r"[+-]?\d+")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def normalize_label(value: Any) -> str:
+    """The one spelling of a label value: numbers that are integers as integers (`1`, `1.0` and `"1.0"` are
+    all "1"), other numbers in their shortest form ("0.50" is "0.5"), booleans and the strings true/false in
+    any case as "true"/"false", other strings stripped.
+
+    Why: CSV gives strings, JSON numbers and booleans; the same label must not become two classes."""
+    text = str(value).strip()  # numpy bools and numbers print as Python's do
+    if text.lower() in ("true", "false"):
+        return text.lower()
+    if _INTEGER.fullmatch(text):
+        return str(int(text))  # exact, however many digits
+    if _NUMBER.fullmatch(text):
+        number = float(text)
+        if math.isfinite(number):
+            return str(int(number)) if number.is_integer() else repr(number)
     return text
 
 

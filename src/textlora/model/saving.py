@@ -16,6 +16,7 @@ against), and the adapter merged in: an fp32 model that computes what the 4-bit 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -93,7 +94,9 @@ def _load_lora(model: torch.nn.Module, run_dir: Path, merge: bool) -> torch.nn.M
     if not (path / "adapter_config.json").is_file():
         raise ModelError(f"{run_dir}: adapter/adapter_config.json is missing; the run folder is incomplete.")
     try:
-        peft_model = PeftModel.from_pretrained(model, str(path))
+        with warnings.catch_warnings():  # PEFT reads `is_gradient_checkpointing`, deprecated in transformers 5
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+            peft_model = PeftModel.from_pretrained(model, str(path))
     except (RuntimeError, ValueError) as e:
         raise ModelError(f"{run_dir}: the adapter does not fit this base model ({str(e).splitlines()[0]}). "
                          "Load it on the base it was trained on (see manifest.json).") from None

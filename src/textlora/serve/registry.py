@@ -228,7 +228,11 @@ def _load_run(spec: RunSpec, shared: dict[tuple[str, str | None, bool], Any], ch
         else:
             model.add_head(spec.name, run)
         tokenizer = load_tokenizer(str(run / "tokenizer" if (run / "tokenizer").is_dir() else base_path))
-    return ServedRun(spec.name, run, method, label_map.labels, label_map.multi_label, cfg.model.max_length,
+    from textlora.model.load import fit_max_length
+
+    hf_config = (model.model if isinstance(model, SharedBase) else model).config
+    max_length = fit_max_length(hf_config, cfg.model.max_length, run)  # runs from before the positions check
+    return ServedRun(spec.name, run, method, label_map.labels, label_map.multi_label, max_length,
                      tokenizer, manifest, _summary(run), model,
                      thresholds=load_thresholds(run, label_map).tolist() if label_map.multi_label else None,
                      truncation=cfg.model.truncation)
