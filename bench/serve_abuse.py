@@ -52,7 +52,8 @@ def main() -> None:
     load_before = round(os.getloadavg()[0], 2)  # other work on the machine slows the normal traffic too
     with tempfile.TemporaryDirectory(prefix="textlora-abuse-") as tmp:
         run = Path(args.run) if args.run else _tiny_run(Path(tmp))
-        poison = None if args.run else " ".join(["good"] * 100)  # 102 tokens; the tiny model has 64 positions
+        poison = None  # no text fails a forward pass since max_length is checked against the positions (the tests
+        # cover a failing forward with a patched model: tests/test_serve_abuse.py)
         with _Server(run, stop_at) as server:
             args.duration = min(args.duration, stop_at - time.monotonic() - TIMEOUT_S - 8)  # the 60 s bound
             if args.duration <= 0:
@@ -66,7 +67,7 @@ def main() -> None:
 
 
 def _tiny_run(root: Path) -> Path:
-    """A LoRA run on a tiny random BERT (64 positions) trained with max_length 128, as tests/conftest.py builds."""
+    """A LoRA run on a tiny random BERT (64 positions), as tests/conftest.py builds."""
     sys.path.insert(0, str(ROOT / "tests"))
     from conftest import make_rows, make_tiny_model, write_jsonl
 
@@ -77,7 +78,7 @@ def _tiny_run(root: Path) -> Path:
     for split, n, seed in (("train", 30, 1), ("validation", 9, 2), ("test", 9, 3)):
         write_jsonl(root / "data" / f"{split}.jsonl", make_rows(n, seed=seed))
     cfg = RunConfig.from_dict({"data": {"path": str(root / "data")},
-                               "model": {"name": str(model), "method": "lora", "max_length": 128},
+                               "model": {"name": str(model), "method": "lora", "max_length": 64},
                                "lora": {"r": 4, "alpha": 8}, "out": str(root / "run"),
                                "train": {"epochs": 1, "batch_size": 8, "lr": 1e-2, "eval_base": False}})
     train(cfg, progress=False)
