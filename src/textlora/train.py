@@ -60,7 +60,7 @@ from textlora.model.load import base_identity, load_base
 from textlora.model.precision import autocast, cpu_fp32_attention, warn_if_emulated
 from textlora.model.quantization import quantization_config
 from textlora.model.saving import save_model
-from textlora.run_folder import check_writable, staged_dir, write_json
+from textlora.run_folder import check_writable, run_lock, staged_dir, write_json
 
 
 @dataclass
@@ -119,8 +119,10 @@ def train(cfg: RunConfig, overwrite: bool = False, progress: bool = True,
     0.93
     """
     threads = torch.get_num_threads()
+    check_writable(Path(cfg.out), overwrite, cfg.data.path)  # before the lock: it writes beside --out
     try:
-        return _train(cfg, overwrite, progress, before_commit, on_epoch, resume)
+        with run_lock(cfg.out, enabled=int(os.environ.get("RANK", "0")) == 0):  # one training per --out
+            return _train(cfg, overwrite, progress, before_commit, on_epoch, resume)
     finally:
         torch.set_num_threads(threads)  # train.num_threads applies to this run only
 
@@ -129,7 +131,7 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
            on_epoch: Callable[[int, dict], None] | None, resume: str) -> TrainResult:
     started = time.time()
     out = Path(cfg.out)
-    check_writable(out, overwrite)
+    check_writable(out, overwrite, cfg.data.path)  # again under the lock
     _setup_torch(cfg)
     dist = distributed.setup()
     progress = progress and dist.main
