@@ -221,7 +221,7 @@ def test_a_full_disk_at_the_final_save_is_one_line(good_run):
     _assert_intact(good_run)
 
 
-def test_predict_output_into_a_missing_folder_is_one_line(tiny_models, tiny_data, tmp_path, capsys, monkeypatch):
+def test_predict_and_eval_output_into_a_missing_folder_is_one_line(tiny_models, tiny_data, tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     train(tiny_config(tiny_data, tiny_models["bert"], run, epochs=1), progress=False)
     (tmp_path / "in.txt").write_text("good day\nbad day\n")
@@ -232,3 +232,8 @@ def test_predict_output_into_a_missing_folder_is_one_line(tiny_models, tiny_data
     assert err == ("error: --output missing_dir/out.jsonl: folder missing_dir does not exist; create it first "
                    "or choose another --output.\n")
     assert not (tmp_path / "missing_dir").exists()
+    assert main(["eval", str(run), "--data", str(tiny_data), "--output", "missing_dir/m.json"]) == 2
+    assert capsys.readouterr().err == ("error: --output missing_dir/m.json: folder missing_dir does not exist; "
+                                       "create it first or choose another --output.\n")
+    assert main(["predict", str(run), "good day", "--output", "."]) == 2
+    assert capsys.readouterr().err.startswith("error: --output . is a folder; pass a file path")

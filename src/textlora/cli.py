@@ -107,6 +107,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from textlora.predict import Predictor, evaluate_split
 
+    _check_output_file(args.output)
     clf = Predictor.load(args.run, check_base=not args.no_check_base)
     m = evaluate_split(clf, args.data, args.split, args.text_column, args.label_column)
     print(f"{args.split}: n={m['n']}  accuracy {m['accuracy']:.4f}  macro-F1 {m['f1_macro']:.4f}  "
