@@ -130,7 +130,8 @@ def test_disk_full_while_checkpointing_keeps_the_last_good_one(tmp_path, monkeyp
     save_checkpoint(folder, {"step": 1, "fingerprint": "f", "x": torch.ones(2)})
     monkeypatch.setattr("textlora.checkpoint.torch.save", _disk_full_after(0))
     with pytest.raises(TextloraError, match=r"cannot write checkpoint .*step-000000002.pt: no space left on device "
-                                            r"\(the last good one, step-000000001.pt, is kept\); free some space") as e:
+                                            r"\(the last good one, step-000000001.pt, is kept\); free some space and rerun the "
+                                            r"same command to resume from it, or set train.checkpoint_every=0") as e:
         save_checkpoint(folder, {"step": 2, "fingerprint": "f", "x": torch.zeros(2)})
     assert "\n" not in str(e.value)
     assert sorted(p.name for p in folder.iterdir()) == ["step-000000001.pt"]  # the partial file is gone

@@ -81,7 +81,7 @@ def _dead_pid():
 def test_out_never_overlaps_the_data_folder(tiny_models, tiny_data, where):
     out = {"is": tiny_data, "holds": tiny_data.parent, "is inside": tiny_data / "run"}[where]
     before = _snapshot(tiny_data)
-    with pytest.raises(ConfigError, match=f"--out .* {where} the data .*choose another --out"):
+    with pytest.raises(ConfigError, match=f"--out .* {where} data.path .*choose another --out"):
         train(tiny_config(tiny_data, tiny_models["bert"], out), overwrite=True, progress=False)
     assert _snapshot(tiny_data) == before
     assert not (tiny_data / "run").exists() and not list(tiny_data.parent.glob(".*"))
@@ -90,7 +90,7 @@ def test_out_never_overlaps_the_data_folder(tiny_models, tiny_data, where):
 def test_out_never_is_a_single_data_file(tiny_models, tiny_data):
     data = tiny_data / "train.jsonl"
     before = data.read_bytes()
-    with pytest.raises(ConfigError, match="is the data"):
+    with pytest.raises(ConfigError, match=r"is data.path \(.*train.jsonl\)"):
         train(tiny_config(data, tiny_models["bert"], data), overwrite=True, progress=False)
     assert data.read_bytes() == before
 

@@ -62,10 +62,10 @@ def save_checkpoint(folder: Path, state: dict[str, Any], keep: int = 2) -> Path:
         tmp.unlink(missing_ok=True)
         if is_disk_full(e):
             last = sorted(folder.glob("step-*.pt"))
-            kept = f"the last good one, {last[-1].name}, is kept" if last else "no earlier checkpoint exists"
-            raise DiskFullError(f"cannot write checkpoint {path}: no space left on device ({kept}); free some space "
-                                "and rerun to resume, or set train.checkpoint_every=0 to checkpoint only at epoch "
-                                "ends.") from None
+            kept = (f"the last good one, {last[-1].name}, is kept); free some space and rerun the same command to "
+                    "resume from it" if last else "there is no earlier one); free some space and rerun")
+            raise DiskFullError(f"cannot write checkpoint {path}: no space left on device ({kept}, or set "
+                                "train.checkpoint_every=0 to checkpoint only at epoch ends.") from None
         raise
     for old in sorted(folder.glob("step-*.pt"))[:-keep]:
         old.unlink(missing_ok=True)

@@ -119,8 +119,8 @@ def _check_apart_from_data(out: Path, data: Path) -> None:
     how = ("is" if target == d else "holds" if d.is_relative_to(target)
            else "is inside" if target.is_relative_to(d) else None)
     if how:
-        raise ConfigError(f"--out {out} {how} the data {data} (data.path); a run folder must be apart from its "
-                          "data: choose another --out, e.g. runs/NAME.")
+        raise ConfigError(f"--out {out} {how} data.path ({data}); a run folder must be apart from its data: "
+                          "choose another --out, e.g. runs/NAME.")
 
 
 def _check_replaceable(out: Path) -> None:
