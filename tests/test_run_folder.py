@@ -4,6 +4,7 @@ import errno
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -198,6 +199,19 @@ def test_a_run_moved_aside_by_a_killed_save_is_put_back(tmp_path):
         assert (tmp_path / ".run.lock").read_text().strip() == str(os.getpid())
     assert (out / "manifest.json").read_text() == MANIFEST_TEXT
     assert [p.name for p in tmp_path.glob(".*")] == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="zombies are recognised through /proc")
+def test_a_lock_of_a_killed_but_unreaped_process_is_taken_over(tmp_path):
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    while Path(f"/proc/{zombie.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+        time.sleep(0.01)  # exited; not waited for, so a zombie
+    (tmp_path / ".run.lock").write_text(f"{zombie.pid}\n")
+    try:
+        with run_lock(tmp_path / "run"):
+            assert (tmp_path / ".run.lock").read_text().strip() == str(os.getpid())
+    finally:
+        zombie.wait()
 
 
 def test_the_lock_is_released_when_training_fails(tiny_models, tiny_data, tmp_path):

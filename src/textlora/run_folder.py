@@ -217,6 +217,8 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:  # exists, owned by another user
         return True
+    with contextlib.suppress(OSError):  # Linux: a zombie (killed, not yet reaped) holds nothing any more
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
     return True
 
 
