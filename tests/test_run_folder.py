@@ -201,6 +201,14 @@ def test_a_run_moved_aside_by_a_killed_save_is_put_back(tmp_path):
     assert [p.name for p in tmp_path.glob(".*")] == []
 
 
+@pytest.mark.parametrize("content", ["99999999999999\n", "not a pid", ""])
+def test_a_lock_file_without_a_live_pid_is_taken_over(tmp_path, content):
+    (tmp_path / ".run.lock").write_text(content)
+    with run_lock(tmp_path / "run"):
+        assert (tmp_path / ".run.lock").read_text().strip() == str(os.getpid())
+    assert not (tmp_path / ".run.lock").exists()
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="zombies are recognised through /proc")
 def test_a_lock_of_a_killed_but_unreaped_process_is_taken_over(tmp_path):
     zombie = subprocess.Popen([sys.executable, "-c", "pass"])

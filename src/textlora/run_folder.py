@@ -208,12 +208,15 @@ def _read_pid(fd: int) -> int | None:
 
 
 def pid_alive(pid: int) -> bool:
-    """True if process `pid` exists (os.kill with signal 0 only checks)."""
+    """True if process `pid` exists (os.kill with signal 0 only checks).
+
+    A lock, staging folder or temporary file named after a dead pid is stale and may be removed.
+    """
     if pid <= 0:  # 0 and negatives would address process groups
         return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # no such process, or a number no pid can be
         return False
     except PermissionError:  # exists, owned by another user
         return True
@@ -236,7 +239,10 @@ def _clean_dead_saves(out: Path) -> None:
 
 
 def is_disk_full(e: BaseException) -> bool:
-    """True if `e`, or an exception it was raised from, is a full disk or quota."""
+    """True if `e`, or an exception it was raised from, is a full disk or quota.
+
+    Those become one-line errors that say what to free, instead of a library's traceback.
+    """
     for _ in range(10):  # a bounded walk: exception chains can loop
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
