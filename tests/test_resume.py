@@ -1,6 +1,9 @@
 """Nothing lost: SIGKILL mid-epoch then resume gives the uninterrupted result; same seed, same metrics."""
 
+import contextlib
+import errno
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -11,7 +14,8 @@ import torch
 from conftest import tiny_config, write_splits
 
 from textlora.checkpoint import checkpoint_dir, load_latest, save_checkpoint
-from textlora.errors import ConfigError
+from textlora.cli import main
+from textlora.errors import ConfigError, TextloraError
 from textlora.train import train
 
 METRIC_KEYS = ("accuracy", "f1_macro", "loss")
@@ -102,3 +106,61 @@ def test_keeps_only_the_last_k(tmp_path):
     for step in range(1, 6):
         save_checkpoint(tmp_path, {"step": step, "fingerprint": "f"}, keep=2)
     assert sorted(p.name for p in tmp_path.glob("step-*.pt")) == ["step-000000004.pt", "step-000000005.pt"]
+
+
+def _disk_full_after(n_saves):
+    """A torch.save that writes some bytes and then finds the disk full, from the (n_saves+1)-th call on."""
+    real, calls = torch.save, []
+
+    def save(obj, f, *args, **kwargs):
+        calls.append(1)
+        if len(calls) <= n_saves:
+            return real(obj, f, *args, **kwargs)
+        with contextlib.ExitStack() as stack:
+            fh = f if hasattr(f, "write") else stack.enter_context(open(f, "wb"))
+            fh.write(b"partial checkpoint bytes")
+            fh.flush()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    return save
+
+
+def test_disk_full_while_checkpointing_keeps_the_last_good_one(tmp_path, monkeypatch):
+    folder = tmp_path / "ck"
+    save_checkpoint(folder, {"step": 1, "fingerprint": "f", "x": torch.ones(2)})
+    monkeypatch.setattr("textlora.checkpoint.torch.save", _disk_full_after(0))
+    with pytest.raises(TextloraError, match=r"cannot write checkpoint .*step-000000002.pt: no space left on device "
+                                            r"\(the last good one, step-000000001.pt, is kept\); free some space and rerun the "
+                                            r"same command to resume from it, or set train.checkpoint_every=0") as e:
+        save_checkpoint(folder, {"step": 2, "fingerprint": "f", "x": torch.zeros(2)})
+    assert "\n" not in str(e.value)
+    assert sorted(p.name for p in folder.iterdir()) == ["step-000000001.pt"]  # the partial file is gone
+    assert load_latest(folder, "f")["step"] == 1
+
+
+def test_disk_full_during_training_is_one_line_and_resumable(tiny_models, tiny_data, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    cfg = tiny_config(tiny_data, tiny_models["bert"], out, epochs=2, checkpoint_every=4)
+    cfg.to_yaml(tmp_path / "run.yaml")
+    data_before = {p.name: p.read_bytes() for p in tiny_data.iterdir()}
+    monkeypatch.setattr("textlora.checkpoint.torch.save", _disk_full_after(1))
+    assert main(["train", "--config", str(tmp_path / "run.yaml"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write checkpoint ") and err.count("\n") == 1, err
+    assert "no space left on device (the last good one, step-000000004.pt, is kept)" in err
+    assert sorted(p.name for p in checkpoint_dir(out).iterdir()) == ["step-000000004.pt"]
+    assert not out.exists() and not (tmp_path / ".run.lock").exists()
+    assert {p.name: p.read_bytes() for p in tiny_data.iterdir()} == data_before
+    monkeypatch.undo()  # space freed: the same command resumes from step 4
+    assert main(["train", "--config", str(tmp_path / "run.yaml")]) == 0
+    assert "resuming from the checkpoint at step 4" in capsys.readouterr().out
+
+
+def test_temporary_files_of_a_killed_save_are_removed(tmp_path):
+    folder = tmp_path / "ck"
+    folder.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (folder / f".step-000000003.pt.tmp-{int(dead.stdout)}").write_bytes(b"torn")
+    (folder / f".step-000000003.pt.tmp-{os.getppid()}").write_bytes(b"a live writer's")
+    save_checkpoint(folder, {"step": 4, "fingerprint": "f"})
+    assert sorted(p.name for p in folder.iterdir()) == [f".step-000000003.pt.tmp-{os.getppid()}", "step-000000004.pt"]

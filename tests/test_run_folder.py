@@ -2,11 +2,21 @@
 
 import errno
 import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
+from conftest import tiny_config
 
-from textlora.errors import RunExistsError
-from textlora.run_folder import is_complete, staged_dir
+from textlora.cli import main
+from textlora.config import RunConfig
+from textlora.errors import ConfigError, DiskFullError, RunExistsError, TextloraError
+from textlora.run_folder import is_complete, run_lock, staged_dir
+from textlora.train import train
+
+MANIFEST_TEXT = '{"textlora_version": "0"}'
 
 
 @pytest.fixture
@@ -14,7 +24,7 @@ def good_run(tmp_path):
     out = tmp_path / "run"
     with staged_dir(out) as d:
         (d / "weights.bin").write_bytes(b"good")
-        (d / "manifest.json").write_text("{}")
+        (d / "manifest.json").write_text(MANIFEST_TEXT)
     return out
 
 
@@ -53,3 +63,199 @@ def test_an_existing_run_needs_overwrite(good_run):
         with staged_dir(good_run):
             pass
     _assert_intact(good_run)
+
+
+# --- never lose a user's files (issue 19) -------------------------------------------------------------
+
+
+def _snapshot(folder):
+    """Every file under `folder` with its bytes, to show that nothing was touched."""
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _dead_pid():
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
+
+
+@pytest.mark.parametrize("where", ["is", "holds", "is inside"])
+def test_out_never_overlaps_the_data_folder(tiny_models, tiny_data, where):
+    out = {"is": tiny_data, "holds": tiny_data.parent, "is inside": tiny_data / "run"}[where]
+    before = _snapshot(tiny_data)
+    with pytest.raises(ConfigError, match=f"--out .* {where} data.path .*choose another --out"):
+        train(tiny_config(tiny_data, tiny_models["bert"], out), overwrite=True, progress=False)
+    assert _snapshot(tiny_data) == before
+    assert not (tiny_data / "run").exists() and not list(tiny_data.parent.glob(".*"))
+
+
+def test_out_never_is_a_single_data_file(tiny_models, tiny_data):
+    data = tiny_data / "train.jsonl"
+    before = data.read_bytes()
+    with pytest.raises(ConfigError, match=r"is data.path \(.*train.jsonl\)"):
+        train(tiny_config(data, tiny_models["bert"], data), overwrite=True, progress=False)
+    assert data.read_bytes() == before
+
+
+@pytest.mark.parametrize("manifest", [None, '{"start_url": "/"}'])  # none, or a web app's manifest.json
+def test_overwrite_replaces_no_folder_of_unrelated_files(tiny_models, tiny_data, tmp_path, manifest):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("my thesis")
+    if manifest:
+        (out / "manifest.json").write_text(manifest)
+    before = _snapshot(out)
+    with pytest.raises(RunExistsError, match="holds files that are not a textlora run .*--overwrite replaces only"):
+        train(tiny_config(tiny_data, tiny_models["bert"], out), overwrite=True, progress=False)
+    assert _snapshot(out) == before
+
+
+def test_overwrite_replaces_an_empty_folder_or_an_earlier_run(good_run, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for out in (empty, good_run):
+        with staged_dir(out, overwrite=True) as d:
+            (d / "manifest.json").write_text(MANIFEST_TEXT)
+        assert is_complete(out)
+
+
+def test_a_folder_that_appeared_during_training_is_not_replaced(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(RunExistsError, match="not a textlora run"):
+        with staged_dir(out, overwrite=True) as d:
+            (d / "manifest.json").write_text(MANIFEST_TEXT)
+            out.mkdir()
+            (out / "notes.txt").write_text("mine")
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize(("out", "message"), [(".", "is the current folder; a run needs a folder of its own"),
+                                              ("..", "is the current folder or one above it"),
+                                              ("somefile.txt/run", "somefile.txt is a file, not a folder")])
+def test_bad_out_paths_are_one_line_errors(tiny_models, tiny_data, tmp_path, monkeypatch, out, message):
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "somefile.txt").write_text("keep me")
+    monkeypatch.chdir(here)
+    before = _snapshot(tmp_path)
+    with pytest.raises(ConfigError, match=message) as e:
+        train(tiny_config(tiny_data, tiny_models["bert"], Path(out)), overwrite=True, progress=False)
+    assert "\n" not in str(e.value)
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("out", [[1, 2], 3, ""])
+def test_out_must_be_a_path(tiny_data, out):
+    with pytest.raises(ConfigError, match=r"out expects a folder path \(a string\), got"):
+        RunConfig.from_dict({"data": {"path": str(tiny_data)}, "out": out})
+    with pytest.raises(ConfigError, match="out expects a folder path"):
+        RunConfig().with_overrides({"out": out})
+
+
+def test_a_second_training_on_the_same_out_refuses(tiny_models, tiny_data, tmp_path):
+    out = tmp_path / "run"
+    holder = subprocess.Popen(  # a live training holding the lock
+        [sys.executable, "-c", "import sys, time; from textlora.run_folder import run_lock\n"
+         f"with run_lock({str(out)!r}):\n    print('locked', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        cfg = tiny_config(tiny_data, tiny_models["bert"], out, epochs=1)
+        with pytest.raises(RunExistsError, match=f"is being written by another training \\(pid {holder.pid} holds"):
+            train(cfg, progress=False)
+        assert not out.exists() and (tmp_path / ".run.lock").read_text().strip() == str(holder.pid)
+    finally:
+        holder.kill()
+        holder.wait(timeout=60)
+    train(cfg, progress=False)  # the holder was killed: its lock is stale and taken over
+    assert is_complete(out) and not (tmp_path / ".run.lock").exists()
+
+
+def test_a_lock_file_of_a_live_pid_is_respected(tiny_models, tiny_data, tmp_path):
+    (tmp_path / ".run.lock").write_text(f"{os.getppid()}\n")
+    with pytest.raises(RunExistsError, match=f"pid {os.getppid()} holds"):
+        train(tiny_config(tiny_data, tiny_models["bert"], tmp_path / "run", epochs=1), progress=False)
+    assert (tmp_path / ".run.lock").read_text() == f"{os.getppid()}\n"
+
+
+def test_a_stale_lock_and_a_killed_save_are_cleaned_up(tiny_models, tiny_data, tmp_path):
+    dead = _dead_pid()
+    out = tmp_path / "run"
+    (tmp_path / ".run.lock").write_text(f"{dead}\n")
+    (tmp_path / f".run.staging-{dead}").mkdir()
+    (tmp_path / f".run.staging-{dead}" / "weights.bin").write_bytes(b"half")
+    (tmp_path / ".other.staging-1").mkdir()  # another run's name: not ours to touch
+    train(tiny_config(tiny_data, tiny_models["bert"], out, epochs=1), progress=False)
+    assert is_complete(out)
+    assert sorted(p.name for p in tmp_path.glob(".*")) == [".other.staging-1"]
+
+
+def test_a_run_moved_aside_by_a_killed_save_is_put_back(tmp_path):
+    dead, out = _dead_pid(), tmp_path / "run"
+    old = tmp_path / f".run.old-{dead}"
+    old.mkdir()
+    (old / "manifest.json").write_text(MANIFEST_TEXT)
+    (tmp_path / f".run.staging-{dead}").mkdir()
+    with run_lock(out):
+        assert (tmp_path / ".run.lock").read_text().strip() == str(os.getpid())
+    assert (out / "manifest.json").read_text() == MANIFEST_TEXT
+    assert [p.name for p in tmp_path.glob(".*")] == []
+
+
+@pytest.mark.parametrize("content", ["99999999999999\n", "not a pid", ""])
+def test_a_lock_file_without_a_live_pid_is_taken_over(tmp_path, content):
+    (tmp_path / ".run.lock").write_text(content)
+    with run_lock(tmp_path / "run"):
+        assert (tmp_path / ".run.lock").read_text().strip() == str(os.getpid())
+    assert not (tmp_path / ".run.lock").exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="zombies are recognised through /proc")
+def test_a_lock_of_a_killed_but_unreaped_process_is_taken_over(tmp_path):
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    while Path(f"/proc/{zombie.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+        time.sleep(0.01)  # exited; not waited for, so a zombie
+    (tmp_path / ".run.lock").write_text(f"{zombie.pid}\n")
+    try:
+        with run_lock(tmp_path / "run"):
+            assert (tmp_path / ".run.lock").read_text().strip() == str(os.getpid())
+    finally:
+        zombie.wait()
+
+
+def test_the_lock_is_released_when_training_fails(tiny_models, tiny_data, tmp_path):
+    def stop(epoch, metrics):
+        assert (tmp_path / ".run.lock").read_text().strip() == str(os.getpid())  # held while training
+        raise KeyboardInterrupt
+
+    cfg = tiny_config(tiny_data, tiny_models["bert"], tmp_path / "run", epochs=1)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, progress=False, on_epoch=stop)
+    assert not (tmp_path / ".run.lock").exists()
+
+
+def test_a_full_disk_at_the_final_save_is_one_line(good_run):
+    with pytest.raises(DiskFullError, match=r"cannot write the run folder .*: no space left on device "
+                                            r"\(the earlier run there is kept\); free some space") as e:
+        with staged_dir(good_run, overwrite=True) as d:
+            (d / "weights.bin").write_bytes(b"half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert "\n" not in str(e.value) and isinstance(e.value, TextloraError)
+    _assert_intact(good_run)
+
+
+def test_predict_and_eval_output_into_a_missing_folder_is_one_line(tiny_models, tiny_data, tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    train(tiny_config(tiny_data, tiny_models["bert"], run, epochs=1), progress=False)
+    (tmp_path / "in.txt").write_text("good day\nbad day\n")
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["predict", str(run), "--input", "in.txt", "--output", "missing_dir/out.jsonl"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("error: --output missing_dir/out.jsonl: folder missing_dir does not exist; create it first "
+                   "or choose another --output.\n")
+    assert not (tmp_path / "missing_dir").exists()
+    assert main(["eval", str(run), "--data", str(tiny_data), "--output", "missing_dir/m.json"]) == 2
+    assert capsys.readouterr().err == ("error: --output missing_dir/m.json: folder missing_dir does not exist; "
+                                       "create it first or choose another --output.\n")
+    assert main(["predict", str(run), "good day", "--output", "."]) == 2
+    assert capsys.readouterr().err.startswith("error: --output . is a folder; pass a file path")

@@ -3,7 +3,8 @@
 A checkpoint holds the trainable tensors, the optimizer and scheduler state, the torch RNG
 state, the position in the data order (epoch, next batch), the history so far and the best
 epoch's tensors. Each is written to a temporary file and renamed into place, so a crash
-mid-write leaves the previous checkpoint intact; the last `keep` are kept.
+mid-write leaves the previous checkpoint intact; the last `keep` are kept. A write that fails
+(a full disk) removes its temporary file and keeps the earlier checkpoints.
 
 They live beside the run folder in `.<name>.checkpoints/` and are removed once the run folder
 is committed.
@@ -14,11 +15,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from textlora.errors import DiskFullError
+from textlora.run_folder import is_disk_full, pid_alive
 
 FORMAT = 1
 DEVICE_NEUTRAL = ("device", "eval_batch_size")
@@ -41,17 +46,41 @@ def fingerprint(config: dict[str, Any], data_files: dict[str, str]) -> str:
 
 
 def save_checkpoint(folder: Path, state: dict[str, Any], keep: int = 2) -> Path:
-    """Atomically write `state` as `step-<step>.pt` in `folder` and prune all but the newest `keep`."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Atomically write `state` as `step-<step>.pt` in `folder` and prune all but the newest `keep`.
+
+    Raises:
+        DiskFullError: no space left; the partial file is removed, the earlier checkpoints kept.
+    """
     path = folder / f"step-{state['step']:09d}.pt"
     tmp = folder / f".{path.name}.tmp-{os.getpid()}"
-    torch.save({"format": FORMAT, **state}, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        _remove_dead_temps(folder)
+        with open(tmp, "wb") as f:  # a file object: torch's own writer turns ENOSPC into an opaque RuntimeError
+            torch.save({"format": FORMAT, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if is_disk_full(e):
+            last = sorted(folder.glob("step-*.pt"))
+            kept = (f"the last good one, {last[-1].name}, is kept); free some space and rerun the same command to "
+                    "resume from it" if last else "there is no earlier one); free some space and rerun")
+            raise DiskFullError(f"cannot write checkpoint {path}: no space left on device ({kept}, or set "
+                                "train.checkpoint_every=0 to checkpoint only at epoch ends.") from None
+        raise
     for old in sorted(folder.glob("step-*.pt"))[:-keep]:
         old.unlink(missing_ok=True)
     return path
+
+
+def _remove_dead_temps(folder: Path) -> None:
+    """Temporary files of processes killed mid-write (their pid dead) only take space."""
+    for p in folder.glob(".step-*.pt.tmp-*"):
+        m = re.fullmatch(r"\.step-\d+\.pt\.tmp-(\d+)", p.name)
+        if m and not pid_alive(int(m[1])):
+            p.unlink(missing_ok=True)
 
 
 def load_latest(folder: Path, expected_fingerprint: str) -> dict[str, Any] | None:

@@ -114,6 +114,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from textlora.predict import Predictor, evaluate_split
 
+    _check_output_file(args.output)
     clf = Predictor.load(args.run, check_base=not args.no_check_base, precision=args.precision, device=args.device)
     m = evaluate_split(clf, args.data, args.split, args.text_column, args.label_column)
     print(f"{args.split}: n={m['n']}  accuracy {m['accuracy']:.4f}  macro-F1 {m['f1_macro']:.4f}  "
@@ -128,6 +129,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from textlora.predict import Predictor, read_texts
 
+    _check_output_file(args.output)
     texts = list(args.texts) + (read_texts(args.input, args.text_column) if args.input else [])
     if not texts:
         raise TextloraError("nothing to classify: give texts as arguments or --input FILE.")
@@ -149,6 +151,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
             scores = ",".join(f"{r['scores'][n]:.3f}" for n in shown)
             print(f"{','.join(shown) or '-'}\t{scores or '-'}\t{r['text']}")
     return 0
+
+
+def _check_output_file(output: str | None) -> None:
+    """An --output file must go into an existing folder: erring is safer than creating folders the user did not ask for."""
+    if output is None:
+        return
+    p = Path(output)
+    if p.is_dir():
+        raise TextloraError(f"--output {output} is a folder; pass a file path, e.g. {p / 'predictions.jsonl'}.")
+    if not p.parent.is_dir():
+        raise TextloraError(f"--output {output}: folder {p.parent} does not exist; create it first or choose "
+                            "another --output.")
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -214,6 +214,13 @@ class RunConfig:
     out: str = "runs/latest"
     """Run folder to write."""
 
+    def __post_init__(self) -> None:
+        if isinstance(self.out, Path):
+            self.out = str(self.out)
+        if not isinstance(self.out, str) or not self.out.strip():  # e.g. `out=[1,2]` from an override
+            raise ConfigError(f"out expects a folder path (a string), got {self.out!r}. Set --out runs/NAME "
+                              "or `out: runs/NAME` in the config.")
+
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict of the config."""
         return dataclasses.asdict(self)

@@ -19,3 +19,7 @@ class ModelError(TextloraError, ValueError):
 
 class RunExistsError(TextloraError, FileExistsError):
     """The output folder already holds a run or other files."""
+
+
+class DiskFullError(TextloraError, OSError):
+    """A checkpoint or run folder could not be written: no space left on the device."""

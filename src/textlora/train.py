@@ -67,7 +67,7 @@ from textlora.model.precision import (
 )
 from textlora.model.quantization import quantization_config
 from textlora.model.saving import save_model
-from textlora.run_folder import check_writable, staged_dir, write_json
+from textlora.run_folder import check_writable, run_lock, staged_dir, write_json
 
 
 @dataclass
@@ -126,8 +126,10 @@ def train(cfg: RunConfig, overwrite: bool = False, progress: bool = True,
     0.93
     """
     threads = torch.get_num_threads()
+    check_writable(Path(cfg.out), overwrite, cfg.data.path)  # before the lock: it writes beside --out
     try:
-        return _train(cfg, overwrite, progress, before_commit, on_epoch, resume)
+        with run_lock(cfg.out, enabled=int(os.environ.get("RANK", "0")) == 0):  # one training per --out
+            return _train(cfg, overwrite, progress, before_commit, on_epoch, resume)
     finally:
         torch.set_num_threads(threads)  # train.num_threads applies to this run only
 
@@ -136,7 +138,7 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
            on_epoch: Callable[[int, dict], None] | None, resume: str) -> TrainResult:
     started = time.time()
     out = Path(cfg.out)
-    check_writable(out, overwrite)
+    check_writable(out, overwrite, cfg.data.path)  # again under the lock
     device = devices.prepare(devices.resolve(cfg.train.device))  # a GPU asked for and missing fails here
     precision = resolve_precision(cfg.train.precision, device)
     _setup_torch(cfg)
