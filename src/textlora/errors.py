@@ -19,3 +19,7 @@ class ModelError(TextloraError, ValueError):
 
 class RunExistsError(TextloraError, FileExistsError):
     """The output folder already holds a run or other files."""
+
+
+class TrainingError(TextloraError, RuntimeError):
+    """Training went wrong in a way a setting can fix, e.g. the loss stopped being a finite number."""

@@ -29,10 +29,10 @@ from textlora.checkpoint import (
     remove_checkpoints,
     save_checkpoint,
 )
-from textlora.config import RunConfig
+from textlora.config import METRIC_DIRECTION, RunConfig
 from textlora.data.batching import Encoded, collate, encode, train_batches
 from textlora.data.splits import Dataset, load_dataset
-from textlora.errors import ConfigError
+from textlora.errors import ConfigError, TrainingError
 from textlora.memory import available_mb, peak_rss_mb, release_free_memory
 from textlora.metrics import (
     binary_cross_entropy,
@@ -220,6 +220,7 @@ class _LoopState:
     """(step, loss, lr) of the epoch in progress."""
     history: list = field(default_factory=list)
     best_score: float = -math.inf
+    """The best epoch's selection metric times its METRIC_DIRECTION, so higher is always better."""
     best_epoch: int = 0
     best_state: dict | None = None
 
@@ -263,10 +264,12 @@ def _fit(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, progress: bool
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             s.step, s.batch, seen = s.step + 1, b + 1, seen + len(batches[b])
-            s.losses.append((s.step, dist.mean(loss.item(), len(idx)), scheduler.get_last_lr()[0]))
+            loss_value = dist.mean(loss.item(), len(idx))  # the step's one sync; the same on every rank
+            _check_finite(loss_value, s.step, epoch, tc.resolved_lr(cfg.model.method), ckpt)
+            s.losses.append((s.step, loss_value, scheduler.get_last_lr()[0]))
             if bar is not None:
                 bar.update(len(idx))
-                bar.set_postfix(loss=f"{loss.item():.4f}", ex_s=f"{seen / (time.time() - t_epoch):.0f}")
+                bar.set_postfix(loss=f"{loss_value:.4f}", ex_s=f"{seen / (time.time() - t_epoch):.0f}")
             if trim_every and s.step % trim_every == 0:
                 release_free_memory(collect=False)  # else glibc's fragments grow the resident set (memory.py)
             if ckpt and tc.checkpoint_every and s.step % tc.checkpoint_every == 0 and s.batch < len(batches):
@@ -284,8 +287,9 @@ def _fit(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, progress: bool
                   f"({seconds:.0f}s, {record['train_examples_per_s']:.0f} ex/s)")
         if on_epoch is not None:
             on_epoch(epoch, val)
-        if val[select] > s.best_score:
-            s.best_score, s.best_epoch, s.best_state = val[select], epoch, trainable_state(model)
+        score = METRIC_DIRECTION[select] * val[select]  # loss: lower is better
+        if score > s.best_score:
+            s.best_score, s.best_epoch, s.best_state = score, epoch, trainable_state(model)
         s.epoch, s.batch, s.losses = epoch + 1, 0, []
         if ckpt:
             ckpt.save(s, model, optimizer, scheduler)
@@ -293,6 +297,18 @@ def _fit(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, progress: bool
         restore_state(model, s.best_state)
     model.eval()
     return s.history, s.best_epoch
+
+
+def _check_finite(loss: float, step: int, epoch: int, lr: float, ckpt: _Checkpointing | None) -> None:
+    """Stop a run whose loss is no longer a finite number: every later step would only train on NaN.
+
+    Raises:
+        TrainingError: naming the step; no run folder is written, the checkpoints before it are kept.
+    """
+    if not math.isfinite(loss):
+        kept = f"; the checkpoints before it stay in {ckpt.folder}" if ckpt and has_checkpoints(ckpt.folder) else ""
+        raise TrainingError(f"training diverged: the loss is {loss} at step {step} (epoch {epoch}), so no run was "
+                            f"written{kept}. Lower train.lr (it is {lr:g}) and train again.")
 
 
 @dataclass
