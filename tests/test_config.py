@@ -116,8 +116,8 @@ def test_lr_inf_from_the_command_line_and_alpha_nan_stop_before_training(tmp_pat
     args = build_parser().parse_args(["train", "--data", str(tmp_path), "--lr", "inf", "lora.alpha=nan"])
     with pytest.raises(ConfigError) as e:
         config_from_args(args)
-    assert str(e.value) == ("lora.alpha must be a finite number > 0, got nan; "
-                            "train.lr must be a finite number > 0 or null, got inf.")
+    assert str(e.value) == ("lora.alpha must be a finite number in (0, 65536], got nan; "
+                            "train.lr must be a finite number in (0, 1] or null, got inf.")
 
 
 @pytest.mark.parametrize("section,name,hint", LITERALS, ids=lambda x: x if isinstance(x, str) else "")
@@ -173,7 +173,10 @@ def test_num_threads_is_1_or_more(bad):
     ("train.epochs", 1.5, "train.epochs must be an integer in [1, 2147483647], got 1.5"),
     ("train.epochs", "1e400", "train.epochs must be an integer in [1, 2147483647], got '1e400'"),
     ("train.batch_size", [8], "train.batch_size must be an integer in [1, 2147483647], got [8]"),
-    ("train.lr", 10**400, "train.lr must be a finite number > 0 or null, got 1000000000"),
+    ("train.lr", 10**400, "train.lr must be a finite number in (0, 1] or null, got 1000000000"),
+    ("train.lr", "5e3", "train.lr must be a finite number in (0, 1] or null, got 5000.0"),
+    ("train.weight_decay", 1e300, "train.weight_decay must be a finite number in [0, 1], got 1e+300"),
+    ("lora.alpha", 1e300, "lora.alpha must be a finite number in (0, 65536], got 1e+300"),
     ("train.warmup_ratio", 1, "train.warmup_ratio must be a finite number in [0, 1), got 1"),
     ("train.keep_checkpoints", 0, "train.keep_checkpoints must be an integer in [1, 2147483647], got 0"),
     ("model.attn_implementation", "bogus", "model.attn_implementation must be one of ['sdpa', 'eager', "
@@ -199,13 +202,13 @@ def test_the_problems_of_every_section_come_in_one_line():
                              "train": {"lr": "inf", "select_metric": "f1"}})
     assert str(e.value) == (
         "data.split_seed must be an integer in [0, 4294967295], got -1; "
-        "lora.r must be an integer in [1, 4096], got 0; lora.alpha must be a finite number > 0, got 'x'; "
-        "train.lr must be a finite number > 0 or null, got inf; "
+        "lora.r must be an integer in [1, 4096], got 0; lora.alpha must be a finite number in (0, 65536], got 'x'; "
+        "train.lr must be a finite number in (0, 1] or null, got inf; "
         "train.select_metric must be one of ['accuracy', 'f1_macro', 'loss'], got 'f1'.")
 
 
 def test_direct_construction_is_validated_too():
-    with pytest.raises(ConfigError, match=r"train.lr must be a finite number > 0 or null, got inf"):
+    with pytest.raises(ConfigError, match=r"train.lr must be a finite number in \(0, 1\] or null, got inf"):
         TrainConfig(lr=math.inf)
     with pytest.raises(ConfigError, match=r"train.select_metric must be one of"):
         TrainConfig(select_metric="loss_")

@@ -326,14 +326,16 @@ class Range:
 
 _COUNT = Range(1, 2**31 - 1)  # counts are passed on as C ints (torch, numpy, the tokenizers)
 _SEED = Range(0, 2**32 - 1)  # what numpy's and torch's seeding accept
-_POSITIVE = Range(0, lo_open=True)
+_POSITIVE = Range(0, lo_open=True)  # float fields are also finite
 _FRACTION = Range(0, 1, hi_open=True)
 LIMITS: dict[str, Range] = {
     "data.max_train_samples": _COUNT, "data.max_eval_samples": _COUNT, "data.split_seed": _SEED,
     "model.max_length": Range(2, 2**31 - 1), "model.dropout": _FRACTION,
-    "lora.r": Range(1, 4096), "lora.alpha": _POSITIVE, "lora.dropout": _FRACTION, "lora.top_layers": _COUNT,
-    "train.epochs": _COUNT, "train.batch_size": _COUNT, "train.eval_batch_size": _COUNT, "train.lr": _POSITIVE,
-    "train.weight_decay": Range(0), "train.warmup_ratio": _FRACTION, "train.max_grad_norm": _POSITIVE,
+    "lora.r": Range(1, 4096), "lora.alpha": Range(0, 65536, lo_open=True), "lora.dropout": _FRACTION,
+    "lora.top_layers": _COUNT, "train.epochs": _COUNT, "train.batch_size": _COUNT, "train.eval_batch_size": _COUNT,
+    "train.lr": Range(0, 1, lo_open=True),  # AdamW moves each weight by about lr a step: over 1 is a typo (5e3)
+    "train.weight_decay": Range(0, 1),  # over 1/lr AdamW flips the weights' sign; over ~1e38 it overflows
+    "train.warmup_ratio": _FRACTION, "train.max_grad_norm": _POSITIVE,
     "train.seed": _SEED, "train.num_threads": Range(1, 1024), "train.trim_memory_every": Range(0, 2**31 - 1),
     "train.checkpoint_every": Range(0, 2**31 - 1), "train.keep_checkpoints": _COUNT,
 }
