@@ -6,12 +6,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import make_rows, tiny_config, write_jsonl
 
 from textlora import cli
 from textlora import train as train_module
 from textlora.checkpoint import checkpoint_dir
-from textlora.errors import TextloraError
+from textlora.errors import ConfigError, TextloraError
 from textlora.train import train
 
 
@@ -61,3 +61,16 @@ def test_select_metric_loss_keeps_the_lowest_validation_loss(tiny_models, tiny_d
     assert result.best_epoch == int(np.argmin(losses)) + 1
     assert result.metrics["validation"]["loss"] == pytest.approx(min(losses), rel=1e-4)
     assert json.loads((out / "metrics.json").read_text())["best_epoch"] == result.best_epoch
+
+
+def test_max_length_over_the_models_positions_is_a_config_error(tiny_models, tmp_path):
+    """The tiny BERT embeds 64 positions: a 150-token text at max_length 100 crashed the forward pass."""
+    rows = make_rows(30)
+    rows[0]["text"] = " ".join(["good"] * 150)
+    data = write_jsonl(tmp_path / "data" / "train.jsonl", rows).parent
+    cfg = tiny_config(data, tiny_models["bert"], tmp_path / "run", epochs=1).with_overrides({"model.max_length": 100})
+    with pytest.raises(ConfigError, match=r"^model.max_length=100 is over the 64 positions that .* embeds; "
+                                          r"set model.max_length=64 or less\.$"):
+        train(cfg, progress=False)
+    assert not (tmp_path / "run").exists()
+    train(cfg.with_overrides({"model.max_length": 64}), progress=False)  # the limit itself is fine

@@ -140,6 +140,7 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
     torch.manual_seed(cfg.train.seed)  # the fresh head's init
     base = load_base(cfg.model.name, data.label_map, cfg.model.attn_implementation,
                      quantization_config=quantization_config(cfg.model.method), dropout=cfg.model.dropout)
+    _check_max_length(cfg, base.model.config)
     prep = _prepare(data, base.tokenizer, cfg)
     if prep.multi:  # each sigmoid starts at its label's rate in train, not at 0.5 (see init_output_bias)
         init_output_bias(base.model, base.new_modules, _targets(prep, "train").numpy().mean(axis=0))
@@ -445,6 +446,18 @@ def _targets(prep: _Prepared, split: str) -> torch.Tensor:
 _LOSSES = {False: torch.nn.functional.cross_entropy,  # softmax over the labels
            True: torch.nn.functional.binary_cross_entropy_with_logits}  # an independent sigmoid per label
 """The training loss, keyed by `LabelMap.multi_label`."""
+
+
+def _check_max_length(cfg: RunConfig, model_config: Any) -> None:
+    """Refuse a model.max_length over the positions the base embeds: the first text that long would crash the
+    forward pass, an epoch into training. RoBERTa-style models spend two positions on the padding offset."""
+    positions = getattr(model_config, "max_position_embeddings", None)
+    if not isinstance(positions, int):
+        return
+    usable = positions - 2 if "roberta" in getattr(model_config, "model_type", "") else positions
+    if cfg.model.max_length > usable:
+        raise ConfigError(f"model.max_length={cfg.model.max_length} is over the {usable} positions that "
+                          f"{cfg.model.name} embeds; set model.max_length={usable} or less.")
 
 
 def _setup_torch(cfg: RunConfig) -> None:
