@@ -156,7 +156,7 @@ def test_num_threads_is_1_or_more(bad):
     assert RunConfig().with_overrides({"train.num_threads": "4"}).train.num_threads == 4
 
 
-@pytest.mark.parametrize("key,value,expected", [
+WRONG = [
     ("lora.target_modules", 5, "lora.target_modules must be a non-empty list of non-empty strings or null, got 5"),
     ("lora.target_modules", [1, 2], "lora.target_modules must be a non-empty list of non-empty strings or null, got [1, 2]"),
     ("lora.target_modules", [], "lora.target_modules must be a non-empty list of non-empty strings or null, got []"),
@@ -179,9 +179,16 @@ def test_num_threads_is_1_or_more(bad):
     ("lora.alpha", 1e300, "lora.alpha must be a finite number in (0, 65536], got 1e+300"),
     ("train.warmup_ratio", 1, "train.warmup_ratio must be a finite number in [0, 1), got 1"),
     ("train.keep_checkpoints", 0, "train.keep_checkpoints must be an integer in [1, 2147483647], got 0"),
+    ("out", "runs/a\0b", "out must be a non-empty string without NUL characters, got 'runs/a\\x00b'"),
+    ("data.text_column", "te\0xt", "data.text_column must be a non-empty string without NUL characters"),
+    ("data.path", "data/" + "z" * 201, "data.path must be a path whose every part is at most 200 bytes, got 'data/zz"),
+    ("model.name", "x" * 300, "model.name must be a path whose every part is at most 200 bytes, got 'xxx"),
     ("model.attn_implementation", "bogus", "model.attn_implementation must be one of ['sdpa', 'eager', "
                                            "'flash_attention_2'], got 'bogus'"),
-])
+]
+
+
+@pytest.mark.parametrize("key,value,expected", WRONG, ids=[f"{k}-{i}" for i, (k, _, _) in enumerate(WRONG)])
 def test_wrong_types_and_ranges_are_one_line_errors(key, value, expected):
     with pytest.raises(ConfigError) as e:
         RunConfig().with_overrides({key: value})

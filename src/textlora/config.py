@@ -341,7 +341,10 @@ LIMITS: dict[str, Range] = {
 }
 """The range of every numeric field, by dotted key; `validate` checks them (and that floats are finite)."""
 NON_EMPTY = {"data.text_column", "data.label_column", "data.text_pair_column", "data.label_sep", "model.name", "out"}
-"""String fields that must not be empty when set."""
+"""String fields that must not be empty when set. No string may hold a NUL character (the OS refuses such paths)."""
+PATHS = {"data.path", "model.name", "out"}
+"""Path fields: each part at most 200 bytes (file systems allow 255, and textlora names staging and checkpoint
+folders after `out`'s last part)."""
 _KINDS = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string",
           list[str]: "a non-empty list of non-empty strings"}
 
@@ -374,15 +377,19 @@ def _expected(key: str, value: Any, hint: Any) -> str | None:
         hint = next(a for a in args if a is not type(None))
     if typing.get_origin(hint) is Literal:
         ok, kind = value in typing.get_args(hint), f"one of {list(typing.get_args(hint))}"
+    elif hint is str and isinstance(value, str):
+        kind = "a non-empty string" if key in NON_EMPTY else "a string"
+        ok = "\0" not in value and (value or key not in NON_EMPTY)
+        if ok and key in PATHS and any(len(part.encode(errors="surrogatepass")) > 200 for part in Path(value).parts):
+            ok, kind = False, "a path whose every part is at most 200 bytes"
+        kind += " without NUL characters" if "\0" in value else ""
     else:
         kind = _KINDS.get(hint)
         if kind is None:
             return None
         limit = LIMITS.get(key)
-        kind += f" {limit}" if limit else ""
-        if key in NON_EMPTY:
-            kind = "a non-empty string"
-        ok = _is(value, hint) and (limit is None or value in limit) and (key not in NON_EMPTY or value != "")
+        kind = "a non-empty string" if key in NON_EMPTY else kind + (f" {limit}" if limit else "")
+        ok = _is(value, hint) and (limit is None or value in limit)
     return None if ok else kind + (" or null" if nullable else "")
 
 
