@@ -46,7 +46,7 @@ def test_the_cli_exits_2_with_one_line(tiny_models, tiny_data, tmp_path, monkeyp
     _nan_from_step(1, monkeypatch)
     out = tmp_path / "run"
     code = cli.main(["train", "--data", str(tiny_data), "--model", str(tiny_models["bert"]), "--out", str(out),
-                     "--epochs", "1", "--quiet", "train.eval_base=false"])
+                     "--epochs", "1", "--quiet", "train.eval_base=false", "model.max_length=32"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and not out.exists()
     assert err[-1].startswith("error: training diverged: the loss is nan at step 1 (epoch 1), so no run was written.")

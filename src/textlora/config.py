@@ -379,7 +379,7 @@ def _expected(key: str, value: Any, hint: Any) -> str | None:
         ok, kind = value in typing.get_args(hint), f"one of {list(typing.get_args(hint))}"
     elif hint is str and isinstance(value, str):
         kind = "a non-empty string" if key in NON_EMPTY else "a string"
-        ok = "\0" not in value and (value or key not in NON_EMPTY)
+        ok = "\0" not in value and (value != "" or key not in NON_EMPTY)
         if ok and key in PATHS and any(len(part.encode(errors="surrogatepass")) > 200 for part in Path(value).parts):
             ok, kind = False, "a path whose every part is at most 200 bytes"
         kind += " without NUL characters" if "\0" in value else ""
