@@ -18,16 +18,7 @@ from contextlib import contextmanager
 
 import torch
 
-CLS_POOLED = {"BertForSequenceClassification", "RobertaForSequenceClassification",
-              "XLMRobertaForSequenceClassification", "CamembertForSequenceClassification",
-              "ElectraForSequenceClassification"}
-"""Classifiers whose head reads position 0 of the last layer only."""
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The Hugging Face model inside a DDP and/or PEFT wrapper (or the model itself)."""
-    model = getattr(model, "module", model)  # DistributedDataParallel
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
+from textlora.model.arch import CLS_POOLED, unwrap
 
 
 def last_layer(model: torch.nn.Module) -> torch.nn.Module | None:

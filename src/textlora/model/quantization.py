@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from textlora.memory import release_free_memory
-from textlora.model.adapters import HEAD_NAMES
+from textlora.model.arch import HEAD_NAMES
 
 INSTALL_HINT = 'pip install "textlora[qlora]"'
 
