@@ -18,6 +18,7 @@ from contextlib import contextmanager
 
 import torch
 
+from textlora.model import patches
 from textlora.model.arch import CLS_POOLED, unwrap
 
 
@@ -36,6 +37,8 @@ def last_layer(model: torch.nn.Module) -> torch.nn.Module | None:
 def cls_only_last_layer(model: torch.nn.Module, enabled: bool = True) -> Iterator[bool]:
     """Within the block, `model`'s last layer computes position 0 only. Yields whether it applies."""
     layer = last_layer(model) if enabled else None
+    if layer is not None and not patches.enabled("cls_only"):
+        layer = None  # the stock forward: same logits, every position computed
     if layer is None or "forward" in vars(layer):  # not applicable, or already on (nested use)
         yield layer is not None
         return

@@ -25,6 +25,7 @@ import torch
 
 from textlora import device as devices
 from textlora.data.batching import Encoded, collate, eval_batches
+from textlora.model import patches
 from textlora.model.arch import CACHEABLE, EMBEDDING_NAMES, layer_list, layer_of, unwrap
 from textlora.model.cls_only import cls_only_last_layer
 
@@ -61,6 +62,8 @@ def cache_blocker(model: torch.nn.Module, split_at: int) -> str | None:
         return "every layer trains"
     if model_type not in CACHEABLE:
         return f"layer caching supports {sorted(CACHEABLE)}, not {model_type!r}"
+    if not patches.enabled("layer_cache"):
+        return patches.why_disabled("layer_cache")
     emb_name, layers_name = CACHEABLE[model_type]
     base = hf.base_model
     lower = [base.get_submodule(emb_name), *base.get_submodule(layers_name)[:split_at]]
