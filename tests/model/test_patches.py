@@ -112,3 +112,13 @@ def test_training_and_prediction_without_the_patches_match(gate, tiny_models, ti
     for key in ("validation_logits", "test_logits"):
         np.testing.assert_allclose(runs[False][key], runs[True][key], atol=1e-4)
     np.testing.assert_allclose(probs[False], probs[True], atol=1e-5)
+
+
+def test_bitsandbytes_without_its_cpu_layout_flag_is_left_as_it_is(gate, tiny_models):
+    bnb = pytest.importorskip("bitsandbytes")
+    from textlora.model.quantization import is_4bit, nf4_config
+
+    gate.delattr(bnb.functional, "has_avx512bf16")
+    with pytest.warns(UserWarning, match="'bnb_cpu_layout' is off: missing bitsandbytes.functional:has_avx512bf16"):
+        model = load_base(str(tiny_models["bert"]), LABELS, quantization_config=nf4_config()).model
+    assert all(m.support_avx512bf16_for_cpu == bnb.nn.modules.has_avx512bf16() for m in model.modules() if is_4bit(m))

@@ -10,8 +10,8 @@ import importlib
 import warnings
 
 TESTED = ">=5.1,<6"
-"""transformers versions whose internals the patches were checked against (5.1 is the first with
-`AttentionInterface.get_interface` and BERT's `eager_attention_forward`; tests ran on 5.24)."""
+"""transformers versions whose internals the patches were read against (5.1: the first with every internal of
+`NEEDS`, `get_interface` being the last to come); the tests ran on 5.24."""
 
 NEEDS = {
     "cls_only": ("transformers.modeling_utils:ALL_ATTENTION_FUNCTIONS.get_interface",
