@@ -16,24 +16,7 @@ import torch
 
 from textlora.config import LoraConfig
 from textlora.errors import ConfigError
-from textlora.model.cls_only import unwrap
-
-HEAD_NAMES = ("pooler", "pre_classifier", "classifier", "score")
-"""Modules between the encoder body and the logits: trained fully under every method."""
-
-LORA_TARGETS = {
-    "bert": ["query", "key", "value", "dense"],
-    "roberta": ["query", "key", "value", "dense"],
-    "xlm-roberta": ["query", "key", "value", "dense"],
-    "electra": ["query", "key", "value", "dense"],
-    "camembert": ["query", "key", "value", "dense"],
-    "distilbert": ["q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"],
-    "gpt2": ["c_attn", "c_proj", "c_fc"],
-    "deberta-v2": ["query_proj", "key_proj", "value_proj", "dense"],
-    "mpnet": ["q", "k", "v", "o", "intermediate.dense", "output.dense"],
-}
-"""Default LoRA targets per architecture: every attention and MLP projection (measured to matter on
-MiniLM more than anything else; see ../shared/SEEDS.md). Other architectures get all linear layers."""
+from textlora.model.arch import HEAD_NAMES, LORA_TARGETS, layer_list, layer_of, unwrap
 
 
 @dataclass
@@ -80,8 +63,6 @@ def lora_targets(model: torch.nn.Module, suffixes: list[str] | None, heads: list
 
 def _in_top_layers(model: torch.nn.Module, names: list[str], top: int) -> list[str]:
     """The `names` that sit in the top `top` layers of the transformer's layer list."""
-    from textlora.model.layer_cache import layer_list, layer_of
-
     found = layer_list(model)
     if found is None:
         raise ConfigError(f"lora.top_layers={top}: cannot find the layer list of this "

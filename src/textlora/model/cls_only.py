@@ -18,16 +18,8 @@ from contextlib import contextmanager
 
 import torch
 
-CLS_POOLED = {"BertForSequenceClassification", "RobertaForSequenceClassification",
-              "XLMRobertaForSequenceClassification", "CamembertForSequenceClassification",
-              "ElectraForSequenceClassification"}
-"""Classifiers whose head reads position 0 of the last layer only."""
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The Hugging Face model inside a DDP and/or PEFT wrapper (or the model itself)."""
-    model = getattr(model, "module", model)  # DistributedDataParallel
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
+from textlora.model import patches
+from textlora.model.arch import CLS_POOLED, unwrap
 
 
 def last_layer(model: torch.nn.Module) -> torch.nn.Module | None:
@@ -45,6 +37,8 @@ def last_layer(model: torch.nn.Module) -> torch.nn.Module | None:
 def cls_only_last_layer(model: torch.nn.Module, enabled: bool = True) -> Iterator[bool]:
     """Within the block, `model`'s last layer computes position 0 only. Yields whether it applies."""
     layer = last_layer(model) if enabled else None
+    if layer is not None and not patches.enabled("cls_only"):
+        layer = None  # the stock forward: same logits, every position computed
     if layer is None or "forward" in vars(layer):  # not applicable, or already on (nested use)
         yield layer is not None
         return

@@ -25,36 +25,9 @@ import torch
 
 from textlora import device as devices
 from textlora.data.batching import Encoded, collate, eval_batches
-from textlora.model.cls_only import cls_only_last_layer, unwrap
-
-CACHEABLE = {
-    "bert": ("embeddings", "encoder.layer"),
-    "roberta": ("embeddings", "encoder.layer"),
-    "xlm-roberta": ("embeddings", "encoder.layer"),
-    "camembert": ("embeddings", "encoder.layer"),
-    "electra": ("embeddings", "encoder.layer"),
-    "distilbert": ("embeddings", "transformer.layer"),
-}
-"""model_type -> (embeddings module, layer list) inside the base model, for architectures whose layer
-stack takes the embeddings' output directly and has no norm after its last layer."""
-
-
-def layer_list(model: torch.nn.Module) -> tuple[str, int] | None:
-    """(name, length) of the transformer's layer list in the unwrapped `model`, or None if not found."""
-    n = getattr(model.config, "num_hidden_layers", None)
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) == n and n:
-            return name, n
-    return None
-
-
-def layer_of(param_name: str, layers_name: str) -> int | None:
-    """The layer index of a parameter or module named `param_name`, or None outside the layer list."""
-    head, sep, rest = param_name.partition(layers_name + ".")
-    if not sep or (head and not head.endswith(".")):
-        return None
-    index = rest.split(".", 1)[0]
-    return int(index) if index.isdigit() else None
+from textlora.model import patches
+from textlora.model.arch import CACHEABLE, EMBEDDING_NAMES, layer_list, layer_of, unwrap
+from textlora.model.cls_only import cls_only_last_layer
 
 
 def first_trained_layer(model: torch.nn.Module) -> int:
@@ -78,7 +51,7 @@ def first_trained_layer(model: torch.nn.Module) -> int:
 
 
 def _in_embeddings(pname: str) -> bool:
-    return ".embeddings." in pname or ".wte." in pname or ".wpe." in pname
+    return any(f".{name}." in pname for name in EMBEDDING_NAMES)
 
 
 def cache_blocker(model: torch.nn.Module, split_at: int) -> str | None:
@@ -89,6 +62,8 @@ def cache_blocker(model: torch.nn.Module, split_at: int) -> str | None:
         return "every layer trains"
     if model_type not in CACHEABLE:
         return f"layer caching supports {sorted(CACHEABLE)}, not {model_type!r}"
+    if not patches.enabled("layer_cache"):
+        return patches.why_disabled("layer_cache")
     emb_name, layers_name = CACHEABLE[model_type]
     base = hf.base_model
     lower = [base.get_submodule(emb_name), *base.get_submodule(layers_name)[:split_at]]

@@ -18,6 +18,7 @@ from pathlib import Path
 from textlora.config import DEFAULT_MODEL
 from textlora.data.labels import LabelMap
 from textlora.errors import ConfigError, ModelError
+from textlora.model.arch import DROPOUT_ATTRS, POSITION_ATTRS, POSITION_OFFSET_TYPES
 
 EMBEDDED_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2", "embedded"}
 
@@ -45,16 +46,11 @@ def resolve_base(name: str) -> str:
     return name
 
 
-POSITION_OFFSET_TYPES = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text", "longformer",
-                         "mpnet", "ibert", "roberta-prelayernorm", "luke"}
-"""Model types whose position ids start after the padding id (RoBERTa: 514 embeddings, 512 usable tokens)."""
-
-
 def max_positions(config: object) -> int | None:
     """The most tokens one text may have for the model of `config` (None when the config does not say).
 
     Why: a longer `max_length` trains fine on short texts, then fails on the first long one at predict time."""
-    n = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    n = next((v for a in POSITION_ATTRS if (v := getattr(config, a, None))), None)
     if not isinstance(n, int) or n <= 0:
         return None
     if getattr(config, "model_type", None) in POSITION_OFFSET_TYPES:
@@ -114,11 +110,6 @@ def load_tokenizer(path: str):
         tok.pad_token = tok.eos_token  # GPT-2: pad with eos; the head pools the last non-pad token
     tok.padding_side = "right"
     return tok
-
-
-DROPOUT_ATTRS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout",
-                 "seq_classif_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_first_dropout")
-"""Config attributes that hold a dropout probability, across BERT, DistilBERT, RoBERTa and GPT-2."""
 
 
 def load_base(name: str, label_map: LabelMap, attn_implementation: str = "sdpa",

@@ -26,10 +26,8 @@ import torch
 from textlora import device as devices
 from textlora.data.labels import LabelMap
 from textlora.errors import ModelError
+from textlora.model.arch import PEFT_PREFIX
 from textlora.model.load import load_base
-
-PEFT_PREFIX = "base_model.model."
-"""PEFT saves tensors under this prefix; stripped, a key is the model's own parameter name."""
 
 
 class SharedBase:

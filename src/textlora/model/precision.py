@@ -17,6 +17,7 @@ from typing import Any, get_args
 import torch
 
 from textlora.config import Precision
+from textlora.model import patches
 
 PRECISIONS = get_args(Precision)
 """Forward-pass precisions: 'auto' and the three it resolves to."""
@@ -104,7 +105,7 @@ def cpu_fp32_attention(model: torch.nn.Module, precision: str) -> Iterator[None]
     """Within: `model`'s SDPA attention runs `sdpa_fp32` when `precision` is 'bf16' and the model is on a
     CPU (its bf16 backward there took 30% of a MiniLM LoRA step, against 3% in fp32); nothing otherwise.
     Every transformers config of the model with SDPA attention is switched, and restored on exit."""
-    if precision != "bf16" or next(model.parameters()).device.type != "cpu":
+    if precision != "bf16" or next(model.parameters()).device.type != "cpu" or not patches.enabled("fp32_attention"):
         yield
         return
     from transformers import AttentionInterface

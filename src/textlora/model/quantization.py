@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 
 from textlora.memory import release_free_memory
-from textlora.model.adapters import HEAD_NAMES
+from textlora.model import patches
+from textlora.model.arch import HEAD_NAMES
 
 INSTALL_HINT = 'pip install "textlora[qlora]"'
 
@@ -65,6 +66,8 @@ def keep_weights_unpacked(model: torch.nn.Module) -> torch.nn.Module:
     which textlora does after every validation pass. Measured on such a CPU: tests/model/test_qlora.py failed
     with that assertion before this was called in `load_base`.
     """
+    if not any(is_4bit(m) for m in model.modules()) or not patches.enabled("bnb_cpu_layout"):
+        return model
     for module in model.modules():
         if is_4bit(module) and hasattr(module, "support_avx512bf16_for_cpu"):
             module.support_avx512bf16_for_cpu = False
