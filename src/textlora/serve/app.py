@@ -54,7 +54,8 @@ log = logging.getLogger("textlora.serve")
 
 class Prediction(BaseModel):
     label: str = Field(description="The highest-scoring label.")
-    labels: list[str] = Field(description="Predicted labels: [label], or every label scoring >= 0.5 (multi-label).")
+    labels: list[str] = Field(description="Predicted labels: [label], or every label scoring at or over "
+                                           "its threshold (multi-label; GET /v1/models gives them).")
     scores: dict[str, float] = Field(description="Score per label: softmax, or per-label sigmoid (multi-label).")
 
 
