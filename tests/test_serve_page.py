@@ -175,3 +175,16 @@ def test_page_shows_the_apis_error(server):
     assert page["error"] == f"HTTP 422 from /v1/classify: {r.json()['detail']}" and page["results"] == []
     # Chromium logs the failed fetch itself as a console error; the page adds none of its own
     assert all("422" in e for e in result.errors)
+
+
+@needs_chromium
+def test_page_asks_for_a_text_before_calling_the_api(server):
+    def classify_counts() -> list[str]:
+        return [line for line in httpx.get(server + "/metrics").text.splitlines()
+                if line.startswith('textlora_requests_total{path="/v1/classify"')]
+
+    before = classify_counts()
+    result = _drive(server, "emotion", ["", "   "])
+    assert result.errors == []
+    assert result.value["error"] == "type at least one text, one per line" and result.value["results"] == []
+    assert classify_counts() == before
