@@ -7,6 +7,7 @@
 | `GET /healthz`, `HEAD /healthz` | 200 once every run is loaded |
 | `GET /metrics` | Prometheus text: requests, latency histogram, batch sizes |
 | `GET /openapi.json` | the OpenAPI schema (limits included as maxItems / maxLength) |
+| `GET /`, `HEAD /` | a page to try the runs in a browser (`page.py`); not in the schema |
 
 Errors are JSON `{"detail": message}`: 413 body too large (checked before parsing), 408 body not
 received within `body_timeout_s`, 422 malformed JSON, a wrong field, too many texts, a text or a model
@@ -28,7 +29,7 @@ from typing import Annotated, Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -36,9 +37,11 @@ from textlora.errors import TextloraError
 from textlora.serve.batching import MicroBatcher, ServerBusy
 from textlora.serve.metrics import ServerMetrics
 from textlora.serve.options import ServeOptions
+from textlora.serve.page import HEADERS as PAGE_HEADERS
+from textlora.serve.page import PAGE
 from textlora.serve.registry import Registry
 
-ROUTES = ("/v1/classify", "/v1/models", "/healthz", "/metrics", "/openapi.json")
+ROUTES = ("/v1/classify", "/v1/models", "/healthz", "/metrics", "/openapi.json", "/")
 """Paths recorded by name in metrics; any other path is recorded as 'other' (bounded label values)."""
 MAX_MODEL_CHARS = 64
 """Longest `model` a request may name: served run names are 1-64 characters (`registry.NAME_PATTERN`)."""
@@ -51,7 +54,8 @@ log = logging.getLogger("textlora.serve")
 
 class Prediction(BaseModel):
     label: str = Field(description="The highest-scoring label.")
-    labels: list[str] = Field(description="Predicted labels: [label], or every label scoring >= 0.5 (multi-label).")
+    labels: list[str] = Field(description="Predicted labels: [label], or every label scoring at or over "
+                                           "its threshold (multi-label; GET /v1/models gives them).")
     scores: dict[str, float] = Field(description="Score per label: softmax, or per-label sigmoid (multi-label).")
 
 
@@ -68,6 +72,8 @@ class ModelInfo(BaseModel):
     labels: list[str]
     multi_label: bool
     metrics: dict[str, Any] = Field(description="Validation and test metrics recorded at training time.")
+    thresholds: dict[str, float] | None = Field(None, description="Multi-label runs: each label's decision "
+                                                                   "threshold (tuned on validation); null otherwise.")
 
 
 class ModelsResponse(BaseModel):
@@ -139,6 +145,10 @@ def build_app(registry: Registry, options: ServeOptions, metrics: ServerMetrics 
     async def prometheus() -> PlainTextResponse:
         """Prometheus text format."""
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)  # for people, not a model-facing API
+    async def page() -> HTMLResponse:
+        return HTMLResponse(PAGE, headers=PAGE_HEADERS)
 
     return RequestMetrics(BodyLimit(app, options.max_body_bytes, options.body_timeout_s), metrics)
 

@@ -81,6 +81,7 @@ class ServedRun:
             "labels": self.labels,
             "multi_label": self.multi_label,
             "metrics": self.metrics,
+            "thresholds": dict(zip(self.labels, self.thresholds)) if self.thresholds is not None else None,
         }
 
     def activate(self) -> contextlib.AbstractContextManager:
