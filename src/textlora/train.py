@@ -125,6 +125,7 @@ def train(cfg: RunConfig, overwrite: bool = False, progress: bool = True,
     >>> result.test_accuracy  # doctest: +SKIP
     0.93
     """
+    cfg = cfg.resolved()  # config.yaml records what ran: the lr used, gradient checkpointing on or off, ...
     threads = torch.get_num_threads()
     check_writable(Path(cfg.out), overwrite, cfg.data.path)  # before the lock: it writes beside --out
     try:
