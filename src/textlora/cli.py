@@ -16,7 +16,7 @@ import typing
 from pathlib import Path
 from typing import Any, get_args
 
-from textlora.config import Precision, config_docs, field_docs
+from textlora.config import METRIC_DIRECTION, Precision, config_docs, field_docs
 from textlora.errors import TextloraError
 from textlora.serve.options import ServeOptions
 
@@ -248,7 +248,8 @@ def add_report_commands(sub: Any) -> None:
     sw.add_argument("--storage", help="Optuna database URL shared by workers (default: sqlite in the sweep folder)")
     sw.add_argument("--study-name", default="textlora")
     sw.add_argument("--seed", type=int, help="sampler seed (default: train.seed); give each worker its own")
-    sw.add_argument("--metric", choices=["accuracy", "f1_macro"], help="validation metric to maximise")
+    sw.add_argument("--metric", choices=list(METRIC_DIRECTION),
+                    help="validation metric to optimise (maximised; loss minimised); default: train.select_metric")
     sw.add_argument("--space", help="YAML file: key: {low, high, log, int} or key: null, applied to the defaults")
     sw.add_argument("--range", action="append", default=[], metavar="KEY=LOW:HIGH[:log][:int]",
                     help="change one searched range (repeatable); KEY=off drops it")
