@@ -70,3 +70,43 @@ def test_import_is_light():
     code = "import sys, textlora, textlora.config, textlora.cli; print(sorted({'torch', 'transformers', 'peft'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_help_shows_each_fields_documentation(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Peak learning rate; null picks the method's default" in text and "[train.lr]" in text
+    assert "sets data.path" not in text
+
+
+def test_serve_flags_are_the_serve_options_fields():
+    import dataclasses
+
+    from textlora.serve.options import ServeOptions
+
+    args = build_parser().parse_args(["serve", "r1", "--max-queue", "100", "--no-batching", "--precision", "bf16",
+                                      "--header-timeout-s", "2.5", "--threads", "3"])
+    opts = ServeOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServeOptions)})
+    assert (opts.max_queue, opts.batching, opts.precision, opts.header_timeout_s, opts.threads) == (100, False, "bf16",
+                                                                                                  2.5, 3)
+    defaults = build_parser().parse_args(["serve", "r1"])
+    assert all(getattr(defaults, f.name) == f.default for f in dataclasses.fields(ServeOptions))
+
+
+def test_a_runs_config_records_what_ran_and_retrains_the_same(tiny_models, tiny_data, tmp_path, capsys):
+    """config.yaml holds the resolved values (the lr the method chose, gradient checkpointing on or off), and
+    `textlora train --config RUN/config.yaml` trains the same run again."""
+    from textlora.config import RunConfig
+
+    first = tmp_path / "first"
+    assert main(["train", "--data", str(tiny_data), "--model", str(tiny_models["bert"]), "--out", str(first),
+                 "--epochs", "1", "--batch-size", "8", "--precision", "fp32", "--quiet", "model.max_length=32"]) == 0
+    saved = RunConfig.from_yaml(first / "config.yaml")
+    assert saved.train.lr == 1e-3 and saved.train.gradient_checkpointing is False  # lora's defaults, written out
+    assert saved.train.trim_memory_every == 0
+    assert "lr: 0.001" in (first / "config.yaml").read_text()
+    again = tmp_path / "again"
+    assert main(["train", "--config", str(first / "config.yaml"), "--out", str(again), "--quiet"]) == 0
+    m1, m2 = (json.loads((p / "metrics.json").read_text()) for p in (first, again))
+    assert m1["test"] == m2["test"] and m1["validation"] == m2["validation"]

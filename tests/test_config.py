@@ -235,3 +235,13 @@ def test_defaults_and_every_reference_value_still_pass():
             value = getattr(getattr(default, section), f.name)
             limit = LIMITS.get(f"{section}.{f.name}")
             assert value is None or limit is None or value in limit, f"{section}.{f.name}={value!r} outside {limit}"
+
+
+def test_resolved_fills_in_the_method_defaults():
+    cfg = RunConfig.from_dict({"model": {"method": "qlora"}})
+    assert (cfg.train.lr, cfg.train.gradient_checkpointing, cfg.train.trim_memory_every) == (None, None, None)
+    r = cfg.resolved()
+    assert (r.train.lr, r.train.gradient_checkpointing, r.train.trim_memory_every) == (1e-3, True, 10)
+    assert r.resolved() == r
+    full = RunConfig.from_dict({"model": {"method": "full"}, "train": {"lr": 2e-5}}).resolved()
+    assert (full.train.lr, full.train.gradient_checkpointing) == (2e-5, False)

@@ -94,3 +94,11 @@ def test_two_workers_share_one_study(tiny_models, tiny_data, tmp_path):
     assert sorted(len(v) for v in by_worker.values()) == [2, 2]
     assert sorted(p.name for p in (tmp_path / "sw" / "trials").iterdir()) == ["000", "001", "002", "003"]
     assert yaml.safe_load((tmp_path / "sw" / "best.yaml").read_text())["lora"]["alpha"] == 8.0
+
+
+def test_a_loss_sweep_minimises(tiny_models, tiny_data, tmp_path):
+    cfg = tiny_config(tiny_data, tiny_models["bert"], tmp_path / "base", epochs=1)
+    result = sweep(cfg, 2, tmp_path / "sw", SMALL, seed=3, metric="loss", prune=False, progress=False)
+    study = _study(tmp_path / "sw")
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE
+    assert result.best_value == min(t.value for t in study.trials)

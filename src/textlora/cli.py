@@ -9,12 +9,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
+from textlora.config import METRIC_DIRECTION, Precision, config_docs, field_docs
 from textlora.errors import TextloraError
+from textlora.serve.options import ServeOptions
 
 # flag -> dotted config key; the flag's help is the field's docstring in config.py
 TRAIN_FLAGS = {
@@ -33,9 +37,14 @@ TRAIN_FLAGS = {
 
 
 DEVICE_HELP = "auto (a CUDA GPU when there is one, else the CPU), cpu, cuda or cuda:N"
-PRECISION_CHOICES = ["auto", "fp32", "bf16", "fp16"]
+PRECISION_CHOICES = list(get_args(Precision))
 PRECISION_HELP = ("fp32 (default: what the run's metrics were computed in); bf16/fp16 (GPU only) autocast, faster where "
                   "the hardware has it, slightly less exact; auto: the device's fastest")
+
+
+def _help(doc: str, key: str) -> str:
+    """A flag's help: the documentation of the field it sets, and the field's key (argparse's % escaped)."""
+    return f"{doc} [{key}]".strip().replace("%", "%%")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,8 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="fine-tune a model and evaluate it; writes a run folder")
     t.add_argument("--config", help="YAML run config; flags and key=value overrides apply on top")
+    docs = config_docs()
     for flag, (key, typ) in TRAIN_FLAGS.items():
-        t.add_argument(flag, type=typ, dest=key.replace(".", "__"), help=f"sets {key}")
+        t.add_argument(flag, type=typ, dest=key.replace(".", "__"), metavar=key.rsplit(".", 1)[-1].upper(),
+                       help=_help(docs.get(key, ""), key))
     t.add_argument("--overwrite", action="store_true", help="replace an existing run at --out")
     resume = t.add_mutually_exclusive_group()
     resume.add_argument("--resume", action="store_true",
@@ -176,37 +187,31 @@ def cmd_export(args: argparse.Namespace) -> int:
 # --- serve (issue 6) ---------------------------------------------------------------------------
 
 def _add_serve_parser(sub: Any) -> None:
-    """`textlora serve RUN [RUN ...]`; each flag's default is the `ServeOptions` field's."""
+    """`textlora serve RUN [RUN ...]`: one flag per `ServeOptions` field, with its default and documentation (a
+    boolean that defaults to on becomes `--no-NAME`)."""
     s = sub.add_parser("serve", help="serve runs over HTTP; runs on the same base share it in memory")
     s.add_argument("runs", nargs="+", metavar="RUN", help="a run folder, or NAME=FOLDER (name used by clients)")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--max-texts", type=int, default=64, help="most texts per request (422 beyond)")
-    s.add_argument("--max-chars", type=int, default=2000, help="most characters per text (422 beyond)")
-    s.add_argument("--max-body-bytes", type=int, default=1_000_000, help="largest request body (413 beyond)")
-    s.add_argument("--body-timeout-s", type=float, default=10.0, help="longest time to receive a body (408 beyond)")
-    s.add_argument("--header-timeout-s", type=float, default=10.0,
-                   help="longest time to receive a request's headers (connection closed beyond)")
-    s.add_argument("--max-queue", type=int, default=4096, help="most texts waiting for inference (503 beyond)")
-    s.add_argument("--max-wait-ms", type=float, default=5.0, help="micro-batching: longest wait for more requests")
-    s.add_argument("--max-batch", type=int, default=64, help="micro-batching: most texts per forward pass")
-    s.add_argument("--no-batching", action="store_true", help="one forward pass per request")
-    s.add_argument("--threads", type=int, help="torch CPU threads for inference (default: one per core)")
-    s.add_argument("--no-check-base", action="store_true", help="skip the base-model weight check")
-    s.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32", help=PRECISION_HELP)
-    s.add_argument("--device", default="auto", help=DEVICE_HELP)
+    docs, hints = field_docs(ServeOptions), typing.get_type_hints(ServeOptions)
+    for f in dataclasses.fields(ServeOptions):
+        hint = hints[f.name]
+        if hint is bool:
+            flag = f"--no-{f.name.replace('_', '-')}" if f.default else f"--{f.name.replace('_', '-')}"
+            s.add_argument(flag, dest=f.name, action="store_false" if f.default else "store_true",
+                           help=_help(docs.get(f.name, ""), "on by default; this flag turns it off" if f.default
+                                      else "off by default"))
+            continue
+        if typing.get_origin(hint) is not typing.Literal:  # X | None -> X
+            hint = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
+        literal = typing.get_origin(hint) is typing.Literal
+        s.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=f.default,
+                       type=str if literal else hint, choices=list(typing.get_args(hint)) if literal else None,
+                       help=_help(docs.get(f.name, ""), f"default {f.default}"))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from textlora.serve import ServeOptions, serve
+    from textlora.serve import serve
 
-    serve(args.runs, ServeOptions(host=args.host, port=args.port, max_texts=args.max_texts, max_chars=args.max_chars,
-                                  max_body_bytes=args.max_body_bytes, max_wait_ms=args.max_wait_ms,
-                                  max_batch=args.max_batch, batching=not args.no_batching,
-                                  threads=args.threads, check_base=not args.no_check_base,
-                                  precision=args.precision, device=args.device,
-                                  body_timeout_s=args.body_timeout_s, header_timeout_s=args.header_timeout_s,
-                                  max_queue=args.max_queue))
+    serve(args.runs, ServeOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServeOptions)}))
     return 0
 
 # --- end serve ---------------------------------------------------------------------------------
@@ -243,7 +248,8 @@ def add_report_commands(sub: Any) -> None:
     sw.add_argument("--storage", help="Optuna database URL shared by workers (default: sqlite in the sweep folder)")
     sw.add_argument("--study-name", default="textlora")
     sw.add_argument("--seed", type=int, help="sampler seed (default: train.seed); give each worker its own")
-    sw.add_argument("--metric", choices=["accuracy", "f1_macro"], help="validation metric to maximise")
+    sw.add_argument("--metric", choices=list(METRIC_DIRECTION),
+                    help="validation metric to optimise (maximised; loss minimised); default: train.select_metric")
     sw.add_argument("--space", help="YAML file: key: {low, high, log, int} or key: null, applied to the defaults")
     sw.add_argument("--range", action="append", default=[], metavar="KEY=LOW:HIGH[:log][:int]",
                     help="change one searched range (repeatable); KEY=off drops it")

@@ -141,7 +141,7 @@ def train_rung(rung: str, ref: Any, folder: Path, progress: bool = True) -> Row:
         d.pop("data")
         return baseline_row(BaselineResult.from_dict(d), target)
     cfg = ladder_run_config(rung, ref, folder)
-    if not (is_complete(target) and RunConfig.from_yaml(target / "config.yaml", strict=False) == cfg):
+    if not (is_complete(target) and RunConfig.from_yaml(target / "config.yaml", strict=False) == cfg.resolved()):
         say(f"ladder: training {rung} ...")
         _in_fresh_process(_train_quietly, cfg.to_dict())
     return run_row(target, rung)

@@ -190,6 +190,15 @@ class RunConfig:
         """Plain nested dict of the config."""
         return dataclasses.asdict(self)
 
+    def resolved(self) -> RunConfig:
+        """A copy with the settings that default by method filled in (lr, gradient checkpointing, memory trimming).
+
+        A run records this as its config.yaml, so the file says what ran and re-trains the same run anywhere."""
+        method, t = self.model.method, self.train
+        return self.with_overrides({"train.lr": t.resolved_lr(method),
+                                    "train.gradient_checkpointing": t.resolved_gradient_checkpointing(method),
+                                    "train.trim_memory_every": t.resolved_trim_memory_every(method)})
+
     @classmethod
     def from_dict(cls, d: dict[str, Any], strict: bool = True) -> RunConfig:
         """Build from a nested dict. Unknown keys are an error when `strict`, else dropped
@@ -420,6 +429,29 @@ def _is(value: Any, hint: Any) -> bool:
         except OverflowError:  # an int too large for a float
             return False
     return isinstance(value, list) and bool(value) and all(isinstance(x, str) and x for x in value)
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The documentation string under each field of the dataclass `cls`, by field name, on one line.
+
+    Python keeps no attribute docstrings, so they are read from the source; the CLI's --help shows them."""
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    except (OSError, TypeError, IndexError):  # no source (a frozen build): help without documentation
+        return {}
+    return {node.target.id: " ".join(doc.value.value.split()) for node, doc in zip(body, body[1:])
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(doc, ast.Expr)
+            and isinstance(doc.value, ast.Constant) and isinstance(doc.value.value, str)}
+
+
+def config_docs() -> dict[str, str]:
+    """`field_docs` of every RunConfig field, by dotted key (`train.lr`, `out`)."""
+    docs = {f"{section}.{k}": v for section, cls in _SECTIONS.items() for k, v in field_docs(cls).items()}
+    return {**docs, **field_docs(RunConfig)}
 
 
 def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:

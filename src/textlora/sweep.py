@@ -127,7 +127,8 @@ def sweep(cfg: Any, trials: int, out: str | Path | None = None, space: dict[str,
         storage: any database URL Optuna accepts; default SQLite `out/study.db`.
         seed: seeds the TPE sampler (default `cfg.train.seed`); offset by the trials already in the study,
             so a resumed sweep does not repeat its first proposals.
-        metric: validation metric to maximise (default `cfg.train.select_metric`).
+        metric: validation metric to optimise (default `cfg.train.select_metric`): maximised, or minimised for
+            `loss` (`config.METRIC_DIRECTION`).
 
     Raises:
         ImportError: optuna is not installed (`pip install "textlora[sweep]"`).
@@ -138,7 +139,10 @@ def sweep(cfg: Any, trials: int, out: str | Path | None = None, space: dict[str,
     (out / "trials").mkdir(parents=True, exist_ok=True)
     space = space if space is not None else build_space(cfg)
     metric = metric or cfg.train.select_metric
-    study = _open_study(optuna, storage or f"sqlite:///{(out / 'study.db').resolve()}", study_name, prune)
+    from textlora.config import METRIC_DIRECTION
+
+    direction = "maximize" if METRIC_DIRECTION[metric] > 0 else "minimize"
+    study = _open_study(optuna, storage or f"sqlite:///{(out / 'study.db').resolve()}", study_name, prune, direction)
     base_seed = cfg.train.seed if seed is None else seed
     study.sampler = optuna.samplers.TPESampler(seed=base_seed + len(study.trials))
     objective = _objective(optuna, cfg, space, metric, out, prune, progress)
@@ -155,7 +159,7 @@ def _import_optuna() -> Any:
     return optuna
 
 
-def _open_study(optuna: Any, url: str, name: str, prune: bool, attempts: int = 5) -> Any:
+def _open_study(optuna: Any, url: str, name: str, prune: bool, direction: str = "maximize", attempts: int = 5) -> Any:
     """Create or load the study. Workers starting together race to create the tables and the study,
     and SQLite answers the loser with an error, so try again after a pause."""
     kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
@@ -163,7 +167,7 @@ def _open_study(optuna: Any, url: str, name: str, prune: bool, attempts: int = 5
     for attempt in range(attempts):
         try:
             storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-            return optuna.create_study(study_name=name, storage=storage, direction="maximize", pruner=pruner,
+            return optuna.create_study(study_name=name, storage=storage, direction=direction, pruner=pruner,
                                        load_if_exists=True)
         except Exception:  # sqlalchemy's OperationalError/IntegrityError, wrapped differently by versions
             if attempt == attempts - 1:
@@ -220,7 +224,9 @@ def write_results(study: Any, cfg: Any, space: dict[str, Param], metric: str, ou
     if not complete:
         raise ConfigError(f"no trial of study {study.study_name!r} finished (all pruned or failed); "
                           "run more trials or pass --no-prune.")
-    best = max(complete, key=lambda t: t.value)
+    from textlora.config import METRIC_DIRECTION
+
+    best = max(complete, key=lambda t: METRIC_DIRECTION.get(metric, 1) * t.value)  # loss: the lowest
     best_cfg = cfg.with_overrides({**best.params, "out": str(out / "best")})
     best_cfg.to_yaml(out / "best.yaml")
     table = markdown_table(headers, rows)
@@ -257,6 +263,9 @@ def _duration(t: Any) -> float | None:
 def plot_sweep(trials: list[Any], metric: str, path: Path) -> Path:
     """Left: the metric of each trial (pruned ones at their last report) and the best so far.
     Right: the metric against the learning rate."""
+    from textlora.config import METRIC_DIRECTION
+
+    sign = METRIC_DIRECTION.get(metric, 1)  # loss: the best so far is the lowest
     plt = pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
     best, best_line = -math.inf, []
@@ -269,8 +278,8 @@ def plot_sweep(trials: list[Any], metric: str, path: Path) -> Path:
         if "train.lr" in t.params:
             b.scatter(t.params["train.lr"], v, marker="o" if done else "x", color="C0" if done else "C3")
         if done:
-            best = max(best, v)
-        best_line.append((t.number, best if best > -math.inf else None))
+            best = max(best, sign * v)
+        best_line.append((t.number, sign * best if best > -math.inf else None))
     pts = [(n, v) for n, v in best_line if v is not None]
     if pts:
         a.step(*zip(*pts), where="post", color="C2", label="best so far")

@@ -30,7 +30,7 @@ from textlora.checkpoint import (
     remove_checkpoints,
     save_checkpoint,
 )
-from textlora.config import METRIC_DIRECTION, RunConfig
+from textlora.config import METRIC_DIRECTION, RunConfig, TrainConfig
 from textlora.data.batching import Encoded, collate, encode, train_batches
 from textlora.data.splits import Dataset, load_dataset
 from textlora.errors import ConfigError, TrainingError
@@ -56,7 +56,7 @@ from textlora.model.adapters import (
 )
 from textlora.model.cls_only import cls_only_last_layer
 from textlora.model.inference import forward_logits
-from textlora.model.layer_cache import LayerCache, cache_blocker, first_trained_layer
+from textlora.model.layer_cache import LayerCache, cache_frozen_layers
 from textlora.model.load import base_identity, check_model, load_base
 from textlora.model.precision import (
     autocast,
@@ -125,6 +125,7 @@ def train(cfg: RunConfig, overwrite: bool = False, progress: bool = True,
     >>> result.test_accuracy  # doctest: +SKIP
     0.93
     """
+    cfg = cfg.resolved()  # config.yaml records what ran: the lr used, gradient checkpointing on or off, ...
     threads = torch.get_num_threads()
     check_writable(Path(cfg.out), overwrite, cfg.data.path)  # before the lock: it writes beside --out
     try:
@@ -177,11 +178,17 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
                                           if enable_gradient_checkpointing(model) else
                                           f"not supported by {type(base.model).__name__}; off"))
     t0 = time.time()
-    cache = _layer_cache(model, prep, cfg, dist, say)  # counted in the training time
+    cache = None
+    if cfg.train.cache_frozen:  # the frozen lower layers' outputs computed once (counted in the training time)
+        cache, note = cache_frozen_layers(model, prep.enc, prep.pad_id, dist.device, dist.world,
+                                          cfg.train.eval_batch_size)
+        if note:
+            say(note)
     warn_if_emulated(precision, device.type)
     # a BERT-style last layer computes [CLS] only: same loss, fewer FLOPs; bf16 steps keep CPU attention fp32
     with cls_only_last_layer(model), cpu_fp32_attention(model, precision):
-        history, best_epoch = _fit(model, prep, cfg, progress, on_epoch, ckpt, dist, cache, precision)
+        history, best_epoch = _fit(_loop(model, prep, cfg, dist, cache, precision, ckpt), cfg.train, progress,
+                                   on_epoch, ckpt)
     train_seconds = time.time() - t0
     if cache is not None:
         metrics["layer_cache"] = {"layers": cache.split_at, "seconds": cache.seconds, "mb": cache.nbytes / 2**20}
@@ -241,45 +248,79 @@ class _LoopState:
     best_state: dict | None = None
 
 
-def _fit(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, progress: bool,
-         on_epoch: Callable[[int, dict], None] | None = None, ckpt: _Checkpointing | None = None,
-         dist: distributed.Dist | None = None, cache: LayerCache | None = None,
-         precision: str = "fp32") -> tuple[list[dict], int]:
-    """The training loop. Returns the per-epoch history and the best epoch (1-based); the model
-    is left holding the best epoch's weights. With a `cache`, only the layers above the frozen ones run.
-    Batches and targets go to the model's device; `precision` is resolved ('fp32', 'bf16' or 'fp16')."""
-    tc = cfg.train
-    dist = dist or distributed.Dist(device=devices.of(model))
-    device = dist.device
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = _optimizer(model, tc.resolved_lr(cfg.model.method), tc.weight_decay)
-    scaler = grad_scaler(precision, device)  # fp16 only; a pass-through otherwise
+@dataclass
+class _Loop:
+    """What the loop runs, chosen once in setup (`_loop`): the step's forward (through the layer cache or the whole
+    model, DDP-wrapped or not, at the run's precision, on its device), the targets, the loss, the optimizer and its
+    schedule (restored from a checkpoint when resuming), the validation and the metric that keeps the best epoch."""
+
+    model: torch.nn.Module
+    forward: Callable[[list[int]], torch.Tensor]
+    """Rows of the training split -> logits (B, num_labels)."""
+    targets: torch.Tensor
+    """Class ids, or a multi-hot matrix for multi-label; on the host."""
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    validate: Callable[[], dict[str, Any]]
+    select: str
+    lengths: list[int]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    state: _LoopState
+    dist: distributed.Dist
+    lr: float
+    trim_every: int
+
+
+def _loop(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, dist: distributed.Dist,
+          cache: LayerCache | None, precision: str, ckpt: _Checkpointing | None) -> _Loop:
+    """Set up everything `_fit` runs, branching here once on the cache, the label kind and the precision."""
+    tc, method = cfg.train, cfg.model.method
     lengths = prep.enc["train"].lengths
-    steps_per_epoch = math.ceil(len(lengths) / tc.batch_size)
-    scheduler = _linear_schedule(optimizer, int(tc.warmup_ratio * steps_per_epoch * tc.epochs),
-                                 steps_per_epoch * tc.epochs)
-    trim_every = tc.resolved_trim_memory_every(cfg.model.method)
-    y_train = _targets(prep, "train")  # class ids, or a multi-hot matrix for multi-label; on the host
-    loss_fn = _LOSSES[prep.multi]
+    optimizer = _optimizer(model, tc.resolved_lr(method), tc.weight_decay)
+    steps = math.ceil(len(lengths) / tc.batch_size) * tc.epochs
+    scheduler = _linear_schedule(optimizer, int(tc.warmup_ratio * steps), steps)
+    scaler = grad_scaler(precision, dist.device)  # fp16 only; a pass-through otherwise
+    state = ckpt.restore(model, optimizer, scheduler, scaler) if ckpt and ckpt.resume_from else _LoopState()
+    step_model = dist.wrap(model)  # after the restore: DDP starts every rank from rank 0's weights
+    enc, pad_id, device = prep.enc["train"], prep.pad_id, dist.device
+    if cache is None:
+        def run(idx: list[int]) -> Any:
+            return step_model(**collate(enc, idx, pad_id, device))
+    else:  # only the layers above the frozen ones, fed from the cache
+        def run(idx: list[int]) -> Any:
+            return cache.forward(step_model, cache.inputs("train", enc, idx, pad_id))
+
+    def forward(idx: list[int]) -> torch.Tensor:
+        with autocast(model, precision):  # matrix products in bf16/fp16; weights stay fp32
+            return run(idx).logits
+
+    def validate() -> dict[str, Any]:  # multi-label: at thresholds tuned on these logits (see _metrics)
+        return _metrics(_logits(model, prep, "validation", cfg, cache), prep, "validation", tune=prep.multi)
+
     select = "f1_macro" if prep.multi else tc.select_metric  # multi-label: at thresholds tuned on validation
-    s = ckpt.restore(model, optimizer, scheduler, scaler) if ckpt and ckpt.resume_from else _LoopState()
-    step_model = dist.wrap(model)  # DDP averages gradients across ranks; the same module otherwise
-    log = _LossLog(dist)
+    return _Loop(model, forward, _targets(prep, "train"), _LOSSES[prep.multi], validate, select, lengths, optimizer,
+                 scheduler, scaler, state, dist, tc.resolved_lr(method), tc.resolved_trim_memory_every(method))
+
+
+def _fit(loop: _Loop, tc: TrainConfig, progress: bool, on_epoch: Callable[[int, dict], None] | None = None,
+         ckpt: _Checkpointing | None = None) -> tuple[list[dict], int]:
+    """The training loop: order, forward, loss, backward, step, evaluate, keep the best, checkpoint. Returns the
+    per-epoch history and the best epoch (1-based); the model is left holding the best epoch's weights."""
+    model, s, device = loop.model, loop.state, loop.dist.device
+    optimizer, scheduler, scaler = loop.optimizer, loop.scheduler, loop.scaler
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    log = _LossLog(loop.dist)
     for epoch in range(s.epoch, tc.epochs + 1):
         model.train()
-        batches = train_batches(lengths, tc.batch_size, tc.seed, epoch)  # the same order on every resume
-        bar = _progress(len(lengths), f"epoch {epoch}/{tc.epochs}", progress, done=s.batch * tc.batch_size)
+        batches = train_batches(loop.lengths, tc.batch_size, tc.seed, epoch)  # the same order on every resume
+        bar = _progress(len(loop.lengths), f"epoch {epoch}/{tc.epochs}", progress, done=s.batch * tc.batch_size)
         t_epoch, seen = time.time(), 0
         for b in range(s.batch, len(batches)):
-            idx = dist.shard(batches[b])  # this rank's share of the global batch
-            with autocast(model, precision):  # matrix products in bf16/fp16; weights stay fp32
-                if cache is None:
-                    logits = step_model(**collate(prep.enc["train"], idx, prep.pad_id, device)).logits  # (B, labels)
-                else:
-                    inputs = cache.inputs("train", prep.enc["train"], idx, prep.pad_id)
-                    logits = cache.forward(step_model, inputs).logits
-            target = y_train[torch.tensor(idx, device=y_train.device)].to(device, non_blocking=True)
-            loss = loss_fn(logits.float(), target)
+            idx = loop.dist.shard(batches[b])  # this rank's share of the global batch
+            logits = loop.forward(idx)
+            target = loop.targets[torch.tensor(idx, device=loop.targets.device)].to(device, non_blocking=True)
+            loss = loop.loss(logits.float(), target)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)  # clip the true gradients
             torch.nn.utils.clip_grad_norm_(trainable, tc.max_grad_norm)
@@ -291,20 +332,20 @@ def _fit(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, progress: bool
             log.add(s.step, loss, scheduler.get_last_lr()[0], len(idx))
             due = tc.checkpoint_every and s.step % tc.checkpoint_every == 0 and s.batch < len(batches)
             if due or s.step % _LossLog.EVERY == 0:  # the same steps on every rank: the flush is a collective
-                _check_finite(log.flush(s.losses), epoch, tc.resolved_lr(cfg.model.method), ckpt)
+                _check_finite(log.flush(s.losses), epoch, loop.lr, ckpt)
                 if bar is not None:
                     bar.set_postfix(loss=f"{s.losses[-1][1]:.4f}", ex_s=f"{seen / (time.time() - t_epoch):.0f}")
             if bar is not None:
                 bar.update(len(idx))
-            if trim_every and s.step % trim_every == 0:
+            if loop.trim_every and s.step % loop.trim_every == 0:
                 release_free_memory(collect=False)  # else glibc's fragments grow the resident set (memory.py)
             if ckpt and due:
                 ckpt.save(s, model, optimizer, scheduler, scaler)
-        _check_finite(log.flush(s.losses), epoch, tc.resolved_lr(cfg.model.method), ckpt)
+        _check_finite(log.flush(s.losses), epoch, loop.lr, ckpt)
         if bar is not None:
             bar.close()
         seconds = time.time() - t_epoch
-        val = _metrics(_logits(model, prep, "validation", cfg, cache), prep, "validation", tune=prep.multi)
+        val = loop.validate()
         record = {"epoch": epoch, "train_loss": float(np.mean([x[1] for x in s.losses])), "seconds": seconds,
                   "train_examples_per_s": seen / seconds, "steps": s.losses,
                   **{f"val_{k}": v for k, v in headline(val).items()}}
@@ -314,7 +355,7 @@ def _fit(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, progress: bool
                   f"({seconds:.0f}s, {record['train_examples_per_s']:.0f} ex/s)")
         if on_epoch is not None:
             on_epoch(epoch, val)
-        score = METRIC_DIRECTION[select] * val[select]  # loss: lower is better
+        score = METRIC_DIRECTION[loop.select] * val[loop.select]  # loss: lower is better
         if score > s.best_score:
             s.best_score, s.best_epoch = score, epoch
             s.best_state = devices.to_cpu(trainable_state(model))  # on the host: no second model on the GPU
@@ -452,31 +493,6 @@ def _logits(model: torch.nn.Module, prep: _Prepared, split: str, cfg: RunConfig,
     if cache is None:
         return forward_logits(model, prep.enc[split], prep.pad_id, cfg.train.eval_batch_size)
     return cache.logits(model, split, prep.enc[split], prep.pad_id, cfg.train.eval_batch_size)
-
-
-def _layer_cache(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, dist: distributed.Dist,
-                 say: Callable[..., None]) -> LayerCache | None:
-    """A cache of the frozen lower layers' outputs when they can be cached (`textlora.model.layer_cache`): kept
-    on the run's device when it takes under half of its free memory, else on the host under the same rule."""
-    split_at = first_trained_layer(model)
-    if not cfg.train.cache_frozen or split_at == 0:
-        return None
-    hidden = getattr(model.config, "hidden_size", 0)
-    need_mb = sum(sum(e.lengths) for e in prep.enc.values()) * hidden * 4 / 2**20
-    places = [dist.device] + ([torch.device("cpu")] if dist.device.type != "cpu" else [])
-    free = {d: devices.free_mb(d) for d in places}
-    store = next((d for d in places if free[d] is None or need_mb <= free[d] / 2), None)
-    why = (cache_blocker(model, split_at)
-           or ("several processes train (DDP)" if dist.world > 1 else None)
-           or (f"it needs {need_mb:,.0f} MB, over half the memory available "
-               f"({', '.join(f'{d}: {f:,.0f} MB' for d, f in free.items())})" if store is None else None))
-    if why:
-        say(f"frozen layers 0-{split_at - 1} run in every step, not cached: {why}")
-        return None
-    cache = LayerCache.build(model, prep.enc, prep.pad_id, split_at, cfg.train.eval_batch_size, store)
-    say(f"cached the outputs of frozen layers 0-{split_at - 1} for every split: "
-        f"{cache.nbytes / 2**20:,.0f} MB on {store} in {cache.seconds:.0f}s")
-    return cache
 
 
 def _metrics(logits: np.ndarray, prep: _Prepared, split: str, tune: bool = False) -> dict[str, Any]:

@@ -186,3 +186,27 @@ def _swapped(root: torch.nn.Module, dotted: str, replacement: torch.nn.Module) -
         yield
     finally:
         setattr(parent, leaf, original)
+
+
+def cache_frozen_layers(model: torch.nn.Module, splits: dict[str, Encoded], pad_id: int, device: torch.device,
+                        processes: int = 1, batch_size: int | None = None) -> tuple[LayerCache | None, str]:
+    """The cache of `model`'s frozen lower layers for every split, when they can be cached, and a line saying
+    what was done (empty when every layer trains). Kept on `device` when it takes under half of its free memory,
+    else on the host under the same rule; none under DDP, where each rank would cache every split."""
+    split_at = first_trained_layer(model)
+    if split_at == 0:
+        return None, ""
+    hidden = getattr(unwrap(model).config, "hidden_size", 0)
+    need_mb = sum(sum(e.lengths) for e in splits.values()) * hidden * 4 / 2**20
+    places = [device] + ([torch.device("cpu")] if device.type != "cpu" else [])
+    free = {d: devices.free_mb(d) for d in places}
+    store = next((d for d in places if free[d] is None or need_mb <= free[d] / 2), None)
+    why = (cache_blocker(model, split_at)
+           or ("several processes train (DDP)" if processes > 1 else None)
+           or (f"it needs {need_mb:,.0f} MB, over half the memory available "
+               f"({', '.join(f'{d}: {f:,.0f} MB' for d, f in free.items())})" if store is None else None))
+    if why:
+        return None, f"frozen layers 0-{split_at - 1} run in every step, not cached: {why}"
+    cache = LayerCache.build(model, splits, pad_id, split_at, batch_size, store)
+    return cache, (f"cached the outputs of frozen layers 0-{split_at - 1} for every split: "
+                   f"{cache.nbytes / 2**20:,.0f} MB on {store} in {cache.seconds:.0f}s")

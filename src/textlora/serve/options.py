@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import get_args
 
-from textlora.config import DEVICE_PATTERN
+from textlora.config import DEVICE_PATTERN, Precision
 from textlora.errors import ConfigError
 
 
@@ -37,7 +38,7 @@ class ServeOptions:
     """torch CPU threads for inference; None keeps torch's default (one per core)."""
     check_base: bool = True
     """Verify each base model's weight sha256 against the runs' manifests."""
-    precision: str = "fp32"
+    precision: Precision = "fp32"
     """'bf16' / 'fp16' (GPU only): forward passes under autocast, faster where the hardware has it (CPUs with AMX or
     AVX512-BF16, GPUs) and slightly less exact; 'auto' the device's fastest (`textlora.model.precision`)."""
     device: str = "auto"
@@ -56,8 +57,8 @@ class ServeOptions:
             problems.append(f"threads must be a positive integer or unset, got {self.threads}")
         if self.max_wait_ms < 0:
             problems.append(f"max_wait_ms must be 0 or more, got {self.max_wait_ms}")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            problems.append(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+        if self.precision not in get_args(Precision):
+            problems.append(f"precision must be one of {list(get_args(Precision))}, got {self.precision!r}")
         if not isinstance(self.device, str) or not DEVICE_PATTERN.match(self.device):
             problems.append(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if not 0 <= self.port < 65536:
