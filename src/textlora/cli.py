@@ -1,9 +1,9 @@
 """The `textlora` command: parse flags and `key=value` overrides into a config, call the library.
 
-    textlora train --data ../shared/datasets/emotion --out runs/emotion-lora
+    textlora train --data data/emotion --out runs/emotion-lora
     textlora train --config configs/s1_emotion_lora.yaml train.lr=5e-4
     textlora predict runs/emotion-lora "i feel wonderful today"
-    textlora eval runs/emotion-lora --data ../shared/datasets/emotion --split test
+    textlora eval runs/emotion-lora --data data/emotion --split test
 """
 
 from __future__ import annotations
@@ -184,7 +184,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- serve (issue 6) ---------------------------------------------------------------------------
+# --- serve -------------------------------------------------------------------------------------
 
 def _add_serve_parser(sub: Any) -> None:
     """`textlora serve RUN [RUN ...]`: one flag per `ServeOptions` field, with its default and documentation (a

@@ -72,8 +72,8 @@ class ModelConfig:
     attn_implementation: AttnImplementation = "sdpa"
     """Attention kernel passed to transformers ('sdpa', 'eager', or 'flash_attention_2' on a GPU with flash-attn)."""
     dropout: float | None = 0.0
-    """Override the base's hidden and attention dropout; null keeps the checkpoint's values. Default 0:
-    on a CPU the random masks cost as much as the matmuls (bench/RESULTS.md: 49 -> 84 examples/s)."""
+    """Override the base's hidden and attention dropout; null keeps the checkpoint's values. Default 0: on a CPU the
+    random masks cost as much as the matmuls (bench/RESULTS.md, training speed)."""
 
     def __post_init__(self) -> None:
         validate(self, "model")
@@ -130,14 +130,14 @@ class TrainConfig:
     """Compute the outputs of frozen, dropout-free lower layers once per split and reuse them every epoch
     (lora.top_layers, or method 'head'); exact up to float rounding. Off: they run in every step."""
     gradient_checkpointing: bool | None = None
-    """Recompute each layer's activations in the backward pass instead of keeping them: a lower peak memory
-    for ~1.5x the step time (bench/RESULTS.md). Null: on for qlora, whose point is memory (as in the QLoRA
-    paper and PEFT's `prepare_model_for_kbit_training`), off for the other methods."""
+    """Recompute each layer's activations in the backward pass instead of keeping them: a lower peak memory for a
+    longer step (bench/RESULTS.md). Null: on for qlora, whose point is memory (as in the QLoRA paper and PEFT's
+    `prepare_model_for_kbit_training`), off for the other methods."""
     trim_memory_every: int | None = None
     """Steps between returns of freed heap memory to the OS (glibc `malloc_trim`; nothing elsewhere); 0: never.
     glibc keeps what the steps free, fragmented, so the resident set grows far past what is alive. Null: every 10
-    steps for qlora, whose point is memory, never for the other methods: on emotion it lowered LoRA's peak RSS by
-    ~200 MB for ~6% of its step rate (bench/RESULTS.md)."""
+    steps for qlora, whose point is memory, never for the other methods, where it costs more speed than it saves
+    memory (bench/RESULTS.md, session 8)."""
     device: str = "auto"
     """Where to train: auto (the first CUDA GPU if torch sees one, under torchrun the rank's GPU; else the CPU),
     cpu, cuda or cuda:N. Not part of a checkpoint's identity: a run killed on a GPU resumes on a CPU."""

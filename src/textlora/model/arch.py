@@ -22,8 +22,8 @@ LORA_TARGETS = {
     "deberta-v2": ["query_proj", "key_proj", "value_proj", "dense"],
     "mpnet": ["q", "k", "v", "o", "intermediate.dense", "output.dense"],
 }
-"""Default LoRA targets per architecture: every attention and MLP projection (measured to matter on
-MiniLM more than anything else; see ../shared/SEEDS.md). Other architectures get all linear layers."""
+"""Default LoRA targets per architecture: every attention and MLP projection (on MiniLM it mattered more than any
+other setting: bench/RESULTS.md, reference experiments). Other architectures get all linear layers."""
 
 CACHEABLE = {
     "bert": ("embeddings", "encoder.layer"),

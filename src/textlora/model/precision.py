@@ -102,9 +102,9 @@ def sdpa_fp32(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, v
 
 @contextlib.contextmanager
 def cpu_fp32_attention(model: torch.nn.Module, precision: str) -> Iterator[None]:
-    """Within: `model`'s SDPA attention runs `sdpa_fp32` when `precision` is 'bf16' and the model is on a
-    CPU (its bf16 backward there took 30% of a MiniLM LoRA step, against 3% in fp32); nothing otherwise.
-    Every transformers config of the model with SDPA attention is switched, and restored on exit."""
+    """Within: `model`'s SDPA attention runs `sdpa_fp32` when `precision` is 'bf16' and the model is on a CPU, whose
+    bf16 attention backward is far slower than fp32's (bench/RESULTS.md, session 9); nothing otherwise. Every
+    transformers config of the model with SDPA attention is switched, and restored on exit."""
     if precision != "bf16" or next(model.parameters()).device.type != "cpu" or not patches.enabled("fp32_attention"):
         yield
         return

@@ -63,8 +63,7 @@ def keep_weights_unpacked(model: torch.nn.Module) -> torch.nn.Module:
     On CPUs with AVX512-BF16 (bitsandbytes >= 0.48) a `Linear4bit` rewrites its weight into another layout on its
     first eval-mode forward. The rewrite asserts that out_features is divisible by 32 (tiny models and small
     heads are not: "N must be divisible by block_n") and leaves the weight rewritten when training resumes,
-    which textlora does after every validation pass. Measured on such a CPU: tests/model/test_qlora.py failed
-    with that assertion before this was called in `load_base`.
+    which textlora does after every validation pass (tests/model/test_qlora.py failed with that assertion there).
     """
     if not any(is_4bit(m) for m in model.modules()) or not patches.enabled("bnb_cpu_layout"):
         return model
@@ -79,9 +78,9 @@ def release_checkpoint(model: torch.nn.Module) -> torch.nn.Module:
 
     transformers loads safetensors zero-copy: the unquantized weights (embeddings, norms, the head) stay views
     of the mapped file. Quantizing reads every fp32 linear weight through that map, so while the map stays open
-    those ~4 bytes per quantized weight stay resident, on top of their 4-bit copies, and QLoRA saved nothing.
-    Measured on MiniLM: 41 MB of file pages freed, and the freed fp32 buffers (35 MB) go back to the OS with
-    `release_free_memory`. Tied weights stay tied (one copy per shared tensor).
+    those ~4 bytes per quantized weight stay resident, on top of their 4-bit copies, and QLoRA saved nothing
+    (bench/RESULTS.md, session 8). The freed fp32 buffers go back to the OS with `release_free_memory`. Tied weights
+    stay tied (one copy per shared tensor).
     """
     copies: dict[int, torch.Tensor] = {}
 

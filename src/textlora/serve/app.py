@@ -66,7 +66,7 @@ class ClassifyResponse(BaseModel):
 
 class ModelInfo(BaseModel):
     name: str
-    method: str = Field(description="lora, head or full.")
+    method: str = Field(description="lora, qlora, full or head.")
     base: dict[str, Any] = Field(description="Base model name, architecture, weight sha256, and whether "
                                              "this server shares it with other runs.")
     labels: list[str]
