@@ -183,4 +183,4 @@ def test_predictor_is_a_run_and_a_model_with_its_batching_and_selection(run_and_
     assert p.predict(texts) == clf.predict(texts) and p.labels_ == clf.labels_ and p.run_dir == run
     assert p.logits([]).shape == (0, len(clf.labels_))
     bare = Predictor(Run.open(run), clf.model, _NoSpecialTokens(clf.tokenizer))
-    assert bare.predict_proba(["", "good"]).shape == (2, len(clf.labels_))  # a text of no tokens is one pad token
+    assert bare.predict_proba([""]).shape == (1, len(clf.labels_))  # a text of no tokens is one pad token
