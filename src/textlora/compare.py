@@ -125,8 +125,7 @@ def ladder_run_config(rung: str, ref: Any, folder: Path) -> Any:
 def train_rung(rung: str, ref: Any, folder: Path, progress: bool = True) -> Row:
     """Run one rung of the ladder in a fresh process (or reuse its finished folder) and return its row."""
     from textlora.baselines import BaselineResult, run_baseline
-    from textlora.config import RunConfig
-    from textlora.run_folder import is_complete, path_of
+    from textlora.run_folder import Run, is_complete
 
     say = print if progress else (lambda *a, **k: None)
     target = folder / rung
@@ -140,7 +139,7 @@ def train_rung(rung: str, ref: Any, folder: Path, progress: bool = True) -> Row:
         d.pop("data")
         return baseline_row(BaselineResult.from_dict(d), target)
     cfg = ladder_run_config(rung, ref, folder)
-    if not (is_complete(target) and RunConfig.from_yaml(path_of(target, "config"), strict=False) == cfg):
+    if not (is_complete(target) and Run.open(target).config == cfg):
         say(f"ladder: training {rung} ...")
         _in_fresh_process(_train_quietly, cfg.to_dict())
     return run_row(target, rung)
