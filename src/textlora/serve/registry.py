@@ -2,7 +2,9 @@
 
 LoRA and head-only runs are grouped by base identity (the base folder and the weight sha256 in
 each manifest); each group loads its base once into a `SharedBase` and swaps adapters and heads per
-batch. Full fine-tuned runs own every weight, so each loads its own model.
+batch. Full fine-tuned runs own every weight, so each loads its own model. Each served run is a
+`Predictor` over its model (full) or the shared base (its adapter and head selected per call through
+`SharedBase.activate`), batching in `tight_batches`: serving and `textlora predict` share one forward path.
 
 >>> reg = Registry.load([RunSpec.parse("emotion=runs/emotion-lora")])  # doctest: +SKIP
 >>> reg.scores("emotion", ["i feel wonderful today"]).shape  # doctest: +SKIP
