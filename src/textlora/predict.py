@@ -66,6 +66,7 @@ class Predictor:
         """Texts per forward pass; None: the device's default (`textlora.device.EVAL_BATCH`)."""
         self.batching = batching
         self.select = select or (lambda: contextlib.nullcontext(model))
+        # runs from before the positions check may record a max_length their model cannot take
         run.config.model.max_length = fit_max_length(unwrap(model).config, run.config.model.max_length, run.path)
         self.thresholds_ = run.thresholds
         """Multi-label runs: per-label decision thresholds in `labels_` order; None for single-label."""
@@ -77,18 +78,22 @@ class Predictor:
 
     @property
     def label_map(self) -> LabelMap:
+        """The run's `LabelMap`."""
         return self.run.labels
 
     @property
     def config(self) -> RunConfig:
+        """The run's config (`model.max_length` clamped to the model's positions)."""
         return self.run.config
 
     @property
     def manifest(self) -> dict[str, Any]:
+        """The run's manifest."""
         return self.run.manifest
 
     @property
     def run_dir(self) -> Path:
+        """The run folder."""
         return self.run.path
 
     @classmethod

@@ -63,22 +63,27 @@ class ServedRun:
 
     @property
     def run_dir(self) -> Path:
+        """The run folder."""
         return self.predictor.run.path
 
     @property
     def method(self) -> str:
+        """lora, qlora, full or head."""
         return self.predictor.run.method
 
     @property
     def manifest(self) -> dict[str, Any]:
+        """The run's manifest."""
         return self.predictor.run.manifest
 
     @property
     def labels(self) -> list[str]:
+        """Label names, in the order of the score columns."""
         return self.predictor.labels_
 
     @property
     def multi_label(self) -> bool:
+        """True for a run trained on label lists."""
         return self.predictor.label_map.multi_label
 
     @property
