@@ -17,11 +17,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from textlora.errors import ConfigError
+
+if TYPE_CHECKING:
+    from textlora.predict import Predictor
+    from textlora.run_folder import Run
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 """What a served run name may look like: it appears in URLs, JSON and metric labels."""
@@ -55,7 +59,7 @@ class ServedRun:
     """A run ready to classify: a `Predictor` over its own model (full runs) or over a shared base."""
 
     name: str
-    predictor: Any
+    predictor: Predictor
     """The run's `textlora.predict.Predictor`; on a shared base it activates the run's adapter and head per call."""
     metrics: dict[str, Any]
     """The scalar validation and test metrics of `metrics.json`."""
@@ -211,7 +215,7 @@ def _load_run(spec: RunSpec, shared: dict[tuple[str, str | None, bool], Any], ch
     return ServedRun(spec.name, predictor, _summary(run))
 
 
-def _summary(run: Any) -> dict[str, Any]:
+def _summary(run: Run) -> dict[str, Any]:
     """The scalar validation and test metrics of `metrics.json` (per-class tables left out)."""
     if not run.has("metrics"):
         return {}
