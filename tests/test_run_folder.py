@@ -316,6 +316,9 @@ def test_run_open_refuses_what_is_not_a_finished_run(tmp_path):
     (staging / "metrics.json").unlink()
     with pytest.raises(ModelError, match="metrics.json is missing"):
         _ = run.metrics
+    (staging / "labels.json").unlink()  # `textlora runs` skips such a folder instead of failing on it
+    with pytest.raises(ModelError, match="staging: labels.json is missing; the run folder is incomplete"):
+        Run.open(staging, finished=False)
 
 
 def test_run_writers_keep_the_on_disk_format(tmp_path):

@@ -344,10 +344,14 @@ class Run:
         labels (the staging folder inside `train`).
 
         Raises:
-            ModelError: not a finished run folder (or a part of it is missing).
+            ModelError: not a finished run folder, or its config.yaml or labels.json is missing.
         """
         p = require_run(path) if finished else Path(path)
         manifest = read_json(path_of(p, "manifest")) if finished or path_of(p, "manifest").is_file() else None
+        for part in ("config", "labels"):
+            if not path_of(p, part).is_file():
+                raise ModelError(f"{p}: {FILES[part]} is missing; the run folder is incomplete (was it copied "
+                                 "only in part?).")
         return cls(p, RunConfig.from_yaml(path_of(p, "config"), strict=False), LabelMap.load(path_of(p, "labels")),
                    manifest)
 
