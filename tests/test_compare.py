@@ -65,3 +65,18 @@ def test_runs_lists_finished_runs(two_runs, capsys, tmp_path):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:2] == ["run", "method"] and sorted(x.split()[0] for x in lines[2:]) == ["head", "lora"]
     assert main(["runs", str(tmp_path / "none")]) == 2
+
+
+def test_runs_skips_a_run_folder_copied_in_part(tmp_path):
+    import json
+
+    for name in ("whole", "partial"):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "manifest.json").write_text(json.dumps({"textlora_version": "0.1", "method": "lora", "created": "1"}))
+        (run / "metrics.json").write_text(json.dumps({"test": {"accuracy": 0.5}}))
+        (run / "config.yaml").write_text("model:\n  method: lora\n")
+        (run / "labels.json").write_text(json.dumps({"labels": ["a", "b"]}))
+        (run / "adapter").mkdir()
+    (tmp_path / "partial" / "labels.json").unlink()
+    assert [r.name for r in list_runs(tmp_path)] == ["whole"]

@@ -141,3 +141,46 @@ def test_int8_quantizes_every_linear_layer_quietly_and_stays_close_to_fp32(run_a
     kinds = {type(m) for m in int8.model.modules() if isinstance(m, (torch.nn.Linear, DynamicInt8Linear))}
     assert kinds == {DynamicInt8Linear}
     assert np.allclose(logits, fp32, atol=0.05) and not np.array_equal(logits, fp32)
+
+
+class _NoSpecialTokens:
+    """A tokenizer that adds no [CLS]/[SEP] (as GPT-2's does not): an empty text has no tokens at all."""
+
+    def __init__(self, tokenizer):
+        self._tok = tokenizer
+
+    def __call__(self, texts, **kwargs):
+        return self._tok(texts, add_special_tokens=False, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._tok, name)
+
+
+def test_predictor_is_a_run_and_a_model_with_its_batching_and_selection(run_and_other_base):
+    import contextlib
+
+    import numpy as np
+
+    from textlora.run_folder import Run
+
+    run, _ = run_and_other_base
+    clf = Predictor.load(run)
+    calls = []
+
+    def batching(lengths, rows):
+        calls.append((list(lengths), rows))
+        return [[i] for i in range(len(lengths))]  # one text per pass
+
+    @contextlib.contextmanager
+    def select():
+        calls.append("select")
+        yield clf.model
+
+    texts = ["good happy day", "the awful chair", "window"]
+    p = Predictor(Run.open(run), clf.model, clf.tokenizer, batch_size=7, batching=batching, select=select)
+    np.testing.assert_allclose(p.predict_proba(texts), clf.predict_proba(texts), atol=1e-5)
+    assert calls[0] == "select" and calls[1][1] == 7 and len(calls[1][0]) == 3
+    assert p.predict(texts) == clf.predict(texts) and p.labels_ == clf.labels_ and p.run_dir == run
+    assert p.logits([]).shape == (0, len(clf.labels_))
+    bare = Predictor(Run.open(run), clf.model, _NoSpecialTokens(clf.tokenizer))
+    assert bare.predict_proba([""]).shape == (1, len(clf.labels_))  # a text of no tokens is one pad token

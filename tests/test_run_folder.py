@@ -259,3 +259,86 @@ def test_predict_and_eval_output_into_a_missing_folder_is_one_line(tiny_models, 
                                        "create it first or choose another --output.\n")
     assert main(["predict", str(run), "good day", "--output", "."]) == 2
     assert capsys.readouterr().err.startswith("error: --output . is a folder; pass a file path")
+
+
+def _old_run(folder, multi_label=False):
+    """A run folder as textlora wrote it before `run_folder.Run` (the files written by hand, not by textlora)."""
+    import json
+
+    import numpy as np
+
+    folder.mkdir()
+    labels = ["a", "b", "c"]
+    (folder / "manifest.json").write_text(json.dumps({"textlora_version": "0.1", "method": "head", "labels": labels,
+                                                      "base_model": {"name": "base/path", "path": "base/path"}}))
+    (folder / "config.yaml").write_text("model:\n  method: head\n  max_length: 16\ntrain:\n  epochs: 3\n"
+                                        "future_section: {x: 1}\n")
+    (folder / "labels.json").write_text(json.dumps({"labels": labels, "multi_label": multi_label}))
+    (folder / "metrics.json").write_text(json.dumps({"test": {"accuracy": 0.5}, "best_epoch": 2}))
+    if multi_label:
+        (folder / "thresholds.json").write_text(json.dumps({"a": 0.25, "c": 0.75}))
+    (folder / "loss_log.jsonl").write_text('{"epoch": 1, "step": 1, "loss": 1.5, "lr": 0.001}\n'
+                                           '{"epoch": 1, "step": 2, "loss": 1.25, "lr": 0.0005}\n')
+    np.savez_compressed(folder / "predictions.npz", validation_logits=np.ones((2, 3)), validation_labels=np.array([0, 2]),
+                        test_logits=np.zeros((1, 3)), test_labels=np.array([1]))
+    return folder
+
+
+def test_run_open_reads_a_run_folder_of_the_old_format(tmp_path):
+    import numpy as np
+
+    from textlora.run_folder import Run
+
+    run = Run.open(_old_run(tmp_path / "run"))  # saved artifacts are read leniently: future_section is dropped
+    assert (run.method, run.config.model.max_length, run.config.train.epochs) == ("head", 16, 3)
+    assert run.labels.labels == ["a", "b", "c"] and run.manifest["textlora_version"] == "0.1"
+    assert run.metrics == {"test": {"accuracy": 0.5}, "best_epoch": 2} and run.thresholds is None
+    assert run.base == "base/path" and run.path_of("adapter") == tmp_path / "run" / "adapter"
+    logits, y = run.predictions()
+    assert sorted(logits) == ["test", "validation"] and y["validation"].tolist() == [0, 2]
+    assert [r["loss"] for r in run.loss_log()] == [1.5, 1.25]
+    multi = Run.open(_old_run(tmp_path / "multi", multi_label=True))
+    np.testing.assert_allclose(multi.thresholds, [0.25, 0.5, 0.75])  # 0.5 for a label the file lacks
+
+
+def test_run_open_refuses_what_is_not_a_finished_run(tmp_path):
+    from textlora.errors import ModelError
+    from textlora.run_folder import Run
+
+    with pytest.raises(ModelError, match="run folder .* not found. Pass the --out folder"):
+        Run.open(tmp_path / "nothing")
+    staging = _old_run(tmp_path / "staging")
+    (staging / "manifest.json").unlink()
+    with pytest.raises(ModelError, match="is not a finished run folder"):
+        Run.open(staging)
+    run = Run.open(staging, finished=False)  # what the report reads inside `train`
+    assert run.manifest is None and run.method == "head" and run.predictions()[1]["test"].tolist() == [1]
+    (staging / "metrics.json").unlink()
+    with pytest.raises(ModelError, match="metrics.json is missing"):
+        _ = run.metrics
+    (staging / "labels.json").unlink()  # `textlora runs` skips such a folder instead of failing on it
+    with pytest.raises(ModelError, match="staging: labels.json is missing; the run folder is incomplete"):
+        Run.open(staging, finished=False)
+
+
+def test_run_writers_keep_the_on_disk_format(tmp_path):
+    import json
+
+    import numpy as np
+
+    from textlora.run_folder import write_loss_log, write_manifest, write_predictions
+
+    history = [{"epoch": 1, "steps": [(1, 1.5, 0.001), (2, 1.25, 0.0005)]}, {"epoch": 2, "steps": [(3, 1.0, 0.0)]}]
+    write_loss_log(tmp_path, history)
+    assert history == [{"epoch": 1}, {"epoch": 2}]  # the steps moved to the log
+    assert (tmp_path / "loss_log.jsonl").read_text() == (
+        '{"epoch": 1, "step": 1, "loss": 1.5, "lr": 0.001}\n{"epoch": 1, "step": 2, "loss": 1.25, "lr": 0.0005}\n'
+        '{"epoch": 2, "step": 3, "loss": 1.0, "lr": 0.0}\n')
+    write_predictions(tmp_path, {"validation": np.ones((2, 3)), "test": np.zeros((1, 3))},
+                      {"validation": np.array([0, 2]), "test": np.array([1])})
+    with np.load(tmp_path / "predictions.npz") as z:
+        assert list(z) == ["validation_logits", "validation_labels", "test_logits", "test_labels"]
+        assert z["validation_labels"].tolist() == [0, 2]
+    write_manifest(tmp_path, {"textlora_version": "0.1", "shape": np.zeros(2)})
+    assert json.loads((tmp_path / "manifest.json").read_text()) == {"textlora_version": "0.1", "shape": [0.0, 0.0]}
+    assert is_complete(tmp_path)

@@ -297,3 +297,18 @@ def test_bf16_registry_scores_in_bfloat16_close_to_fp32(runs, expected, monkeypa
         assert np.allclose(scores[name], expected[name], atol=0.02)
     with pytest.raises(ConfigError, match="precision must be auto, fp32, bf16 or fp16, got 'fp8'"):
         ServeOptions(precision="fp8")
+
+
+def test_each_served_run_is_a_predictor_and_runs_on_one_base_share_its_model(runs, expected):
+    from textlora.predict import Predictor
+    from textlora.serve.registry import Registry, RunSpec, tight_batches
+
+    reg = Registry.load([RunSpec.parse(f"{n}={p}") for n, p in runs.items()])
+    predictors = {name: reg.runs[name].predictor for name in runs}
+    assert all(isinstance(p, Predictor) and p.batching is tight_batches for p in predictors.values())
+    assert predictors["emotion"].model is predictors["spam"].model is predictors["topic"].model  # one shared base
+    assert predictors["full"].model is not predictors["emotion"].model
+    for name in runs:  # the adapter and head of each run are selected per call, in any order
+        assert np.allclose(reg.scores(name, TEXTS), expected[name], atol=1e-5)
+        assert reg.runs[name].labels == sorted(RUNS[name][2]) and reg.runs[name].info()["base"]["shared"] == (
+            name != "full")

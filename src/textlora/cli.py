@@ -277,13 +277,14 @@ LADDER_FLAGS = {f: TRAIN_FLAGS[f][0] for f in ("--data", "--model", "--max-train
 def cmd_compare(args: argparse.Namespace) -> int:
     from textlora.compare import LADDER, compare
     from textlora.config import RunConfig
+    from textlora.run_folder import Run
 
     if not args.runs and not args.baselines:
         raise TextloraError("nothing to compare: give run folders, and/or --baselines with --data or --config.")
     ladder = None
     if args.baselines:
         base = (RunConfig.from_yaml(args.config) if args.config else
-                RunConfig.from_yaml(Path(args.runs[0]) / "config.yaml", strict=False) if args.runs else RunConfig())
+                Run.open(args.runs[0]).config if args.runs else RunConfig())
         flags = {k: getattr(args, k.replace(".", "__")) for k in LADDER_FLAGS.values()}
         ladder = base.with_overrides({k: v for k, v in flags.items() if v is not None})
         if not ladder.data.path:

@@ -31,7 +31,6 @@ from textlora.render import (
 )
 
 LADDER = ("majority", "tfidf_logreg", "head", "lora", "full")
-WEIGHTS = ("adapter", "head.safetensors", "model")
 HEADERS = ["run", "method", "val acc", "test acc", "test F1 macro", "trainable params", "size MB", "train s",
            "peak RSS MB"]
 
@@ -63,11 +62,11 @@ class Row:
 
 def run_row(run_dir: str | Path, name: str | None = None) -> Row:
     """The comparison row of a finished run folder."""
-    from textlora.run_folder import read_json, require_run
+    from textlora.run_folder import WEIGHTS, Run
 
-    p = require_run(run_dir)
-    manifest, metrics = read_json(p / "manifest.json"), read_json(p / "metrics.json")
-    weights = [p / w for w in WEIGHTS if (p / w).exists()]
+    run = Run.open(run_dir)
+    p, manifest, metrics = run.path, run.manifest, run.metrics
+    weights = [run.path_of(w) for w in WEIGHTS if run.has(w)]
     return Row(name or p.name, manifest.get("method", "?"), _get(metrics, "validation", "accuracy"),
                _get(metrics, "test", "accuracy"), _get(metrics, "test", "f1_macro"),
                manifest.get("params", {}).get("trainable"), sum(folder_bytes(w) for w in weights) if weights else None,
@@ -126,8 +125,7 @@ def ladder_run_config(rung: str, ref: Any, folder: Path) -> Any:
 def train_rung(rung: str, ref: Any, folder: Path, progress: bool = True) -> Row:
     """Run one rung of the ladder in a fresh process (or reuse its finished folder) and return its row."""
     from textlora.baselines import BaselineResult, run_baseline
-    from textlora.config import RunConfig
-    from textlora.run_folder import is_complete
+    from textlora.run_folder import Run, is_complete
 
     say = print if progress else (lambda *a, **k: None)
     target = folder / rung
@@ -141,7 +139,7 @@ def train_rung(rung: str, ref: Any, folder: Path, progress: bool = True) -> Row:
         d.pop("data")
         return baseline_row(BaselineResult.from_dict(d), target)
     cfg = ladder_run_config(rung, ref, folder)
-    if not (is_complete(target) and RunConfig.from_yaml(target / "config.yaml", strict=False) == cfg.resolved()):
+    if not (is_complete(target) and Run.open(target).config == cfg.resolved()):
         say(f"ladder: training {rung} ...")
         _in_fresh_process(_train_quietly, cfg.to_dict())
     return run_row(target, rung)
@@ -200,9 +198,10 @@ def plot_accuracy_vs_time(rows: list[Row], path: Path) -> Path:
 def list_runs(root: str | Path) -> list[Row]:
     """Every finished run folder under `root` (recursively, hidden folders skipped), oldest first."""
     from textlora.errors import TextloraError
+    from textlora.run_folder import FILES
 
     rows = []
-    for manifest in sorted(Path(root).rglob("manifest.json")):
+    for manifest in sorted(Path(root).rglob(FILES["manifest"])):
         rel = manifest.parent.relative_to(root)
         if any(part.startswith(".") for part in rel.parts):
             continue  # staging folders of runs in progress

@@ -13,7 +13,8 @@ threshold, tuned on validation at training time and saved as `thresholds.json` i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,35 +26,75 @@ from textlora.data.batching import encode
 from textlora.data.labels import LabelMap
 from textlora.errors import ConfigError, ModelError
 from textlora.metrics import sigmoid, softmax
+from textlora.model.cls_only import unwrap
 from textlora.model.inference import forward_logits, quantize_int8
-from textlora.model.load import base_identity, fit_max_length, resolve_base
+from textlora.model.load import fit_max_length
 from textlora.model.precision import resolve_precision, warn_if_emulated
 from textlora.model.saving import load_model
-from textlora.run_folder import read_json, require_run
+from textlora.run_folder import (  # noqa: F401 - the base checks, importable from here as before
+    Run,
+    check_base_identity,
+    find_base,
+    load_thresholds,
+)
 
 
 class Predictor:
-    """A trained run, ready to classify texts. Build it with `Predictor.load(run_dir)`."""
+    """A trained run, ready to classify texts. Build it with `Predictor.load(run_dir)`.
 
-    def __init__(self, model: Any, tokenizer: Any, label_map: LabelMap, config: RunConfig,
-                 manifest: dict[str, Any], run_dir: Path, batch_size: int | None = None, precision: str = "fp32"):
+    Args:
+        run: the opened run folder (`Run.open`).
+        model: the model that computes it (for a served run on a shared base: the shared model).
+        tokenizer: the run's tokenizer.
+        batch_size: texts per forward pass; None: the device's default (`textlora.device.EVAL_BATCH`).
+        precision: 'fp32', or 'bf16' / 'fp16': the forward pass under autocast.
+        batching: (token lengths, batch_size) -> row indices of each forward pass; None: `eval_batches` at the
+            device's token budget. The server passes `serve.registry.tight_batches`.
+        select: a context that puts this run's weights in `model` and yields the model to call (a shared base's
+            `activate`); None: `model` as it is.
+    """
+
+    def __init__(self, run: Run, model: Any, tokenizer: Any, batch_size: int | None = None, precision: str = "fp32",
+                 batching: Callable[[Sequence[int], int], list[list[int]]] | None = None,
+                 select: Callable[[], contextlib.AbstractContextManager] | None = None):
+        self.run = run
         self.model = model
         self.precision = precision
         """'fp32', or 'bf16' / 'fp16': the forward pass under autocast."""
         self.tokenizer = tokenizer
-        self.label_map = label_map
-        self.config = config
-        self.manifest = manifest
-        self.run_dir = run_dir
         self.batch_size = batch_size
         """Texts per forward pass; None: the device's default (`textlora.device.EVAL_BATCH`)."""
-        self.thresholds_ = load_thresholds(run_dir, label_map) if label_map.multi_label else None
+        self.batching = batching
+        self.select = select or (lambda: contextlib.nullcontext(model))
+        # runs from before the positions check may record a max_length their model cannot take
+        run.config.model.max_length = fit_max_length(unwrap(model).config, run.config.model.max_length, run.path)
+        self.thresholds_ = run.thresholds
         """Multi-label runs: per-label decision thresholds in `labels_` order; None for single-label."""
 
     @property
     def labels_(self) -> list[str]:
         """Label names in the order of `predict_proba`'s columns."""
-        return self.label_map.labels
+        return self.run.labels.labels
+
+    @property
+    def label_map(self) -> LabelMap:
+        """The run's `LabelMap`."""
+        return self.run.labels
+
+    @property
+    def config(self) -> RunConfig:
+        """The run's config (`model.max_length` clamped to the model's positions)."""
+        return self.run.config
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The run's manifest."""
+        return self.run.manifest
+
+    @property
+    def run_dir(self) -> Path:
+        """The run folder."""
+        return self.run.path
 
     @classmethod
     def load(cls, run_dir: str | Path, check_base: bool = True, batch_size: int | None = None,
@@ -81,20 +122,15 @@ class Predictor:
         if int8 and where.type != "cpu":
             raise ConfigError("int8 is PyTorch's CPU dynamic quantization; on a GPU use precision='bf16' instead, "
                               "or device='cpu'.")
-        run = require_run(run_dir)
-        manifest = read_json(run / "manifest.json")
-        cfg = RunConfig.from_yaml(run / "config.yaml", strict=False)
-        label_map = LabelMap.load(run / "labels.json")
-        base_path = find_base(manifest, cfg)
-        if check_base and manifest["method"] != "full":
-            check_base_identity(base_path, manifest, run)
-        model, tokenizer = load_model(run, manifest["method"], base_path, label_map, cfg.model.attn_implementation)
-        cfg.model.max_length = fit_max_length(model.config, cfg.model.max_length, run)  # runs from before the check
+        run = Run.open(run_dir)
+        if check_base:
+            run.check_base()
+        model, tokenizer = load_model(run.path, run.method, run.base, run.labels, run.config.model.attn_implementation)
         if int8:
             model = quantize_int8(model)
         model.to(devices.prepare(where))
         warn_if_emulated(precision, where.type)
-        return cls(model, tokenizer, label_map, cfg, manifest, run, batch_size, precision)
+        return cls(run, model, tokenizer, batch_size, precision)
 
     @property
     def device(self) -> Any:
@@ -104,8 +140,16 @@ class Predictor:
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         """Raw logits (n, num_labels)."""
         texts = _as_list(texts)
-        enc = encode(self.tokenizer, texts, self.config.model.max_length, self.config.model.truncation)
-        return forward_logits(self.model, enc, self.tokenizer.pad_token_id, self.batch_size, self.precision)
+        if not texts:
+            return np.zeros((0, len(self.labels_)), dtype=np.float32)
+        cfg = self.config.model
+        enc = encode(self.tokenizer, texts, cfg.max_length, cfg.truncation)
+        pad_id = self.tokenizer.pad_token_id
+        enc.input_ids = [ids or [pad_id] for ids in enc.input_ids]  # a tokenizer without [CLS] may give none
+        with self.select() as model:
+            rows = devices.eval_batch_size(devices.of(model), self.batch_size)
+            batches = self.batching(enc.lengths, rows) if self.batching is not None else None
+            return forward_logits(model, enc, pad_id, rows, self.precision, batches)
 
     def predict_proba(self, texts: str | Sequence[str]) -> np.ndarray:
         """Scores (n, num_labels), columns in `labels_` order: softmax probabilities, or an independent
@@ -139,7 +183,7 @@ def export_merged(run_dir: str | Path, out: str | Path, check_base: bool = True,
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ModelError(f"{out} exists and is not empty; choose a new folder for the export.")
-    base = find_base(clf.manifest, clf.config) if clf.manifest["method"] != "full" else str(clf.run_dir / "model")
+    base = clf.run.base if clf.run.method != "full" else str(clf.run.path_of("model"))
     save_merged(clf.model, base, clf.label_map, clf.tokenizer, out, clf.config.model.attn_implementation)
     return out
 
@@ -147,13 +191,6 @@ def export_merged(run_dir: str | Path, out: str | Path, check_base: bool = True,
 def load(run_dir: str | Path, check_base: bool = True, **options: Any) -> Predictor:
     """Shortcut for `Predictor.load` (`options`: batch_size, int8, precision, device)."""
     return Predictor.load(run_dir, check_base=check_base, **options)
-
-
-def load_thresholds(run_dir: Path, label_map: LabelMap) -> np.ndarray:
-    """The per-label thresholds of a multi-label run (0.5 for a label the file lacks, or without the file)."""
-    path = Path(run_dir) / "thresholds.json"
-    saved = read_json(path) if path.is_file() else {}
-    return np.array([float(saved.get(name, 0.5)) for name in label_map.labels])
 
 
 def _as_list(texts: str | Sequence[str]) -> list[str]:
@@ -164,27 +201,6 @@ def _as_list(texts: str | Sequence[str]) -> list[str]:
     if bad:
         raise ValueError(f"texts must be strings; item {bad[0]} is {type(texts[bad[0]]).__name__}.")
     return texts
-
-
-def find_base(manifest: dict[str, Any], cfg: RunConfig) -> str:
-    """The base model folder of a run: its recorded name if it resolves here, else its recorded path."""
-    recorded = manifest["base_model"]
-    for candidate in (resolve_base(recorded.get("name", cfg.model.name)), recorded.get("path")):
-        if candidate and Path(candidate).exists():
-            return candidate
-    return resolve_base(recorded.get("name", cfg.model.name))
-
-
-def check_base_identity(path: str, manifest: dict[str, Any], run: Path) -> None:
-    """Raise ModelError if the base at `path` does not have the weights sha256 the run was trained on."""
-    expected = manifest["base_model"].get("weights_sha256")
-    if not expected or not Path(path).exists():
-        return
-    found = base_identity(path)["weights_sha256"]
-    if found != expected:
-        raise ModelError(f"{run}: was trained on base {manifest['base_model']['name']} with weights sha256 "
-                         f"{expected[:12]}…, but {path} has {str(found)[:12]}…. Load it on the original base, or "
-                         "pass check_base=False (CLI: --no-check-base) if you know they are compatible.")
 
 
 def evaluate_split(clf: Predictor, data_path: str, split: str = "test", text_column: str | None = None,

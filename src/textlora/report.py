@@ -87,27 +87,15 @@ class RunView:
 
 def load_run(run_dir: str | Path) -> RunView:
     """Read the parts of a run folder (finished, or the staging folder inside `train`) a report shows."""
-    from textlora.config import RunConfig
-    from textlora.data.labels import LabelMap
-    from textlora.run_folder import read_json
+    from textlora.run_folder import Run
 
-    p = Path(run_dir)
-    metrics = read_json(p / "metrics.json")
-    cfg = RunConfig.from_yaml(p / "config.yaml", strict=False)
-    manifest = read_json(p / "manifest.json") if (p / "manifest.json").is_file() else None
-    label_map = LabelMap.load(p / "labels.json")
-    logits, y = {}, {}
-    if (p / "predictions.npz").is_file():
-        with np.load(p / "predictions.npz") as z:
-            for s in ("validation", "test"):
-                if f"{s}_logits" in z:
-                    logits[s], y[s] = z[f"{s}_logits"], z[f"{s}_labels"]
-    steps = []
-    if (p / "loss_log.jsonl").is_file():
-        steps = [json.loads(x) for x in (p / "loss_log.jsonl").read_text(encoding="utf-8").splitlines() if x]
-    multi = label_map.multi_label or any(v.ndim == 2 for v in y.values())
-    return RunView(p, Path(cfg.out).name or p.name, (p / "config.yaml").read_text(encoding="utf-8"), cfg,
-                   manifest, metrics, label_map.labels, multi, logits, y, steps)
+    run = Run.open(run_dir, finished=False)
+    metrics = run.metrics
+    logits, y = run.predictions()
+    multi = run.labels.multi_label or any(v.ndim == 2 for v in y.values())
+    return RunView(run.path, Path(run.config.out).name or run.path.name,
+                   run.path_of("config").read_text(encoding="utf-8"), run.config, run.manifest, metrics,
+                   run.labels.labels, multi, logits, y, run.loss_log())
 
 
 def render_report(run: RunView) -> str:

@@ -20,12 +20,45 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from textlora.config import RunConfig
+from textlora.data.labels import LabelMap
 from textlora.errors import ConfigError, DiskFullError, ModelError, RunExistsError
 
-MANIFEST = "manifest.json"
+FILES = {
+    "manifest": "manifest.json",
+    "metrics": "metrics.json",
+    "config": "config.yaml",
+    "labels": "labels.json",
+    "thresholds": "thresholds.json",
+    "predictions": "predictions.npz",
+    "loss_log": "loss_log.jsonl",
+    "adapter": "adapter",
+    "head": "head.safetensors",
+    "model": "model",
+    "tokenizer": "tokenizer",
+}
+"""The parts of a run folder and their names on disk; every module names them through `path_of`.
+
+`manifest` is written last and marks a finished run; `adapter` (lora, qlora), `head` (head) and `model` (full)
+hold the trained weights; `tokenizer` is the base's tokenizer as trained with."""
+MANIFEST = FILES["manifest"]
+WEIGHTS = ("adapter", "head", "model")
+"""The parts that hold trained weights (one of them per run, by method)."""
+
+
+def path_of(folder: str | Path, part: str) -> Path:
+    """The path of `part` (a key of `FILES`) inside the run folder `folder`.
+
+    Why: the file names of a run are spelled in one place, so readers and writers cannot drift apart.
+    """
+    return Path(folder) / FILES[part]
 
 
 def is_complete(path: str | Path) -> bool:
@@ -287,3 +320,146 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+
+
+@dataclass
+class Run:
+    """A run folder, read once: its config, label map and manifest, and the checks that go with them.
+
+    >>> run = Run.open("runs/emotion-lora")  # doctest: +SKIP
+    >>> run.method, run.labels.labels[:2]  # doctest: +SKIP
+    ('lora', ['anger', 'fear'])
+    """
+
+    path: Path
+    config: RunConfig
+    """The run's config, read leniently (keys of a newer textlora are dropped with a warning)."""
+    labels: LabelMap
+    manifest: dict[str, Any] | None
+    """The manifest; None only for an unfinished folder opened with `finished=False`."""
+
+    @classmethod
+    def open(cls, path: str | Path, finished: bool = True) -> Run:
+        """Read the run folder at `path`: a finished run, or with `finished=False` any folder holding a config and
+        labels (the staging folder inside `train`).
+
+        Raises:
+            ModelError: not a finished run folder, or its config.yaml or labels.json is missing.
+        """
+        p = require_run(path) if finished else Path(path)
+        manifest = read_json(path_of(p, "manifest")) if finished or path_of(p, "manifest").is_file() else None
+        for part in ("config", "labels"):
+            if not path_of(p, part).is_file():
+                raise ModelError(f"{p}: {FILES[part]} is missing; the run folder is incomplete (was it copied "
+                                 "only in part?).")
+        return cls(p, RunConfig.from_yaml(path_of(p, "config"), strict=False), LabelMap.load(path_of(p, "labels")),
+                   manifest)
+
+    def path_of(self, part: str) -> Path:
+        """The path of `part` (a key of `FILES`) in this run."""
+        return path_of(self.path, part)
+
+    def has(self, part: str) -> bool:
+        """True when this run holds `part` (a file or a folder)."""
+        return self.path_of(part).exists()
+
+    @property
+    def method(self) -> str:
+        """lora, qlora, full or head: how the run was trained."""
+        return self.manifest["method"] if self.manifest is not None else self.config.model.method
+
+    @cached_property
+    def metrics(self) -> dict[str, Any]:
+        """`metrics.json`: validation and test metrics, history, best epoch.
+
+        Raises:
+            ModelError: the run has no metrics.json.
+        """
+        return read_json(self.path_of("metrics"))
+
+    @cached_property
+    def thresholds(self) -> np.ndarray | None:
+        """Multi-label runs: per-label decision thresholds in label order (0.5 for a label `thresholds.json`
+        lacks, or without the file); None for single-label runs."""
+        return load_thresholds(self.path, self.labels) if self.labels.multi_label else None
+
+    @cached_property
+    def base(self) -> str:
+        """The base model folder (or hub id) to load this run on: its recorded name if it resolves here, else its
+        recorded path."""
+        return find_base(self.manifest, self.config)
+
+    def check_base(self) -> None:
+        """Raise ModelError if `base` does not hold the weights this run was trained on (no-op for full runs)."""
+        if self.method != "full":
+            check_base_identity(self.base, self.manifest, self.path)
+
+    def predictions(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """(logits, targets) by split of `predictions.npz`; both empty without the file."""
+        logits, y = {}, {}
+        if self.has("predictions"):
+            with np.load(self.path_of("predictions")) as z:
+                for s in ("validation", "test"):
+                    if f"{s}_logits" in z:
+                        logits[s], y[s] = z[f"{s}_logits"], z[f"{s}_labels"]
+        return logits, y
+
+    def loss_log(self) -> list[dict[str, Any]]:
+        """The per-step records of `loss_log.jsonl` (epoch, step, loss, lr); empty without the file."""
+        if not self.has("loss_log"):
+            return []
+        return [json.loads(x) for x in self.path_of("loss_log").read_text(encoding="utf-8").splitlines() if x]
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    """Write `manifest.json`, the file that marks a run as finished: call it last."""
+    write_json(path_of(folder, "manifest"), manifest)
+
+
+def write_loss_log(folder: Path, history: list[dict[str, Any]]) -> None:
+    """Write the per-step losses of `history` to `loss_log.jsonl`, one JSON line each, and remove them from
+    `history` (whose epoch records go to metrics.json)."""
+    with open(path_of(folder, "loss_log"), "w", encoding="utf-8") as f:
+        for rec in history:
+            for step, loss, lr in rec.pop("steps"):
+                f.write(json.dumps({"epoch": rec["epoch"], "step": step, "loss": loss, "lr": lr}) + "\n")
+
+
+def write_predictions(folder: Path, logits: dict[str, np.ndarray], targets: dict[str, np.ndarray]) -> None:
+    """Write the logits and targets of each split to `predictions.npz` (`<split>_logits`, `<split>_labels`);
+    the report draws its confusion matrices and calibration from them."""
+    np.savez_compressed(path_of(folder, "predictions"),
+                        **{f"{s}_{k}": v for s in logits for k, v in (("logits", logits[s]), ("labels", targets[s]))})
+
+
+def load_thresholds(run_dir: Path, label_map: LabelMap) -> np.ndarray:
+    """The per-label thresholds of a multi-label run (0.5 for a label the file lacks, or without the file)."""
+    path = path_of(run_dir, "thresholds")
+    saved = read_json(path) if path.is_file() else {}
+    return np.array([float(saved.get(name, 0.5)) for name in label_map.labels])
+
+
+def find_base(manifest: dict[str, Any], cfg: RunConfig) -> str:
+    """The base model folder of a run: its recorded name if it resolves here, else its recorded path."""
+    # model/ sits above the run folder: imported here, by the two base checks only
+    from textlora.model.load import resolve_base
+
+    recorded = manifest["base_model"]
+    for candidate in (resolve_base(recorded.get("name", cfg.model.name)), recorded.get("path")):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return resolve_base(recorded.get("name", cfg.model.name))
+
+
+def check_base_identity(path: str, manifest: dict[str, Any], run: Path) -> None:
+    """Raise ModelError if the base at `path` does not have the weights sha256 the run was trained on."""
+    from textlora.model.load import base_identity
+
+    expected = manifest["base_model"].get("weights_sha256")
+    if not expected or not Path(path).exists():
+        return
+    found = base_identity(path)["weights_sha256"]
+    if found != expected:
+        raise ModelError(f"{run}: was trained on base {manifest['base_model']['name']} with weights sha256 "
+                         f"{expected[:12]}…, but {path} has {str(found)[:12]}…. Load it on the original base, or "
+                         "pass check_base=False (CLI: --no-check-base) if you know they are compatible.")

@@ -67,7 +67,16 @@ from textlora.model.precision import (
 )
 from textlora.model.quantization import quantization_config
 from textlora.model.saving import save_model
-from textlora.run_folder import check_writable, run_lock, staged_dir, write_json
+from textlora.run_folder import (
+    check_writable,
+    path_of,
+    run_lock,
+    staged_dir,
+    write_json,
+    write_loss_log,
+    write_manifest,
+    write_predictions,
+)
 
 
 @dataclass
@@ -207,21 +216,20 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
         dist.barrier()
         return TrainResult(out, metrics, best_epoch, params, train_seconds)
     with staged_dir(out, overwrite) as tmp:
-        cfg.to_yaml(tmp / "config.yaml")
-        data.label_map.save(tmp / "labels.json")
-        base.tokenizer.save_pretrained(tmp / "tokenizer")
+        cfg.to_yaml(path_of(tmp, "config"))
+        data.label_map.save(path_of(tmp, "labels"))
+        base.tokenizer.save_pretrained(path_of(tmp, "tokenizer"))
         save_model(model, cfg.model.method, tmp, base.new_modules)
-        _write_loss_log(tmp / "loss_log.jsonl", history)  # moves the per-step losses out of `history`
-        write_json(tmp / "metrics.json", metrics)
+        write_loss_log(tmp, history)  # moves the per-step losses out of `history`
+        write_json(path_of(tmp, "metrics"), metrics)
         if prep.multi:
-            write_json(tmp / "thresholds.json", metrics["thresholds"])
-        np.savez_compressed(tmp / "predictions.npz", **{f"{s}_{k}": v for s in logits for k, v in
-                                                          (("logits", logits[s]), ("labels", _targets(prep, s).numpy()))})
+            write_json(path_of(tmp, "thresholds"), metrics["thresholds"])
+        write_predictions(tmp, logits, {s: _targets(prep, s).numpy() for s in logits})
         manifest = _manifest(cfg, data, base.path, base.new_modules, params, train_seconds,
                              time.time() - started, len(prep.y["train"]) * len(history))
         manifest.update(device=devices.describe(device), precision=precision, world_size=dist.world)
         # the staging folder becomes the run only when whole, so hooks may read the manifest too
-        write_json(tmp / "manifest.json", manifest)
+        write_manifest(tmp, manifest)
         if before_commit is not None:
             before_commit(tmp, metrics)
     remove_checkpoints(ckpt.folder)
@@ -541,15 +549,6 @@ def _progress(total: int, desc: str, enabled: bool, done: int = 0):
 
 def _fmt(m: dict[str, Any]) -> str:
     return f"accuracy {m['accuracy']:.4f}  macro-F1 {m['f1_macro']:.4f}  loss {m.get('loss', float('nan')):.4f}"
-
-
-def _write_loss_log(path: Path, history: list[dict]) -> None:
-    import json
-
-    with open(path, "w", encoding="utf-8") as f:
-        for rec in history:
-            for step, loss, lr in rec.pop("steps"):
-                f.write(json.dumps({"epoch": rec["epoch"], "step": step, "loss": loss, "lr": lr}) + "\n")
 
 
 def _manifest(cfg: RunConfig, data: Dataset, base_path: str, new_modules: list[str], params: ParamCount,

@@ -27,7 +27,7 @@ from textlora import device as devices
 from textlora.data.batching import Encoded, collate, eval_batches
 from textlora.model import patches
 from textlora.model.arch import CACHEABLE, EMBEDDING_NAMES, layer_list, layer_of, unwrap
-from textlora.model.cls_only import cls_only_last_layer
+from textlora.model.inference import forward_logits
 
 
 def first_trained_layer(model: torch.nn.Module) -> int:
@@ -127,23 +127,11 @@ class LayerCache:
             feed.value = cached
             return model(**inputs)
 
-    @torch.inference_mode()
     def logits(self, model: torch.nn.Module, split: str, encoded: Encoded, pad_id: int,
                batch_size: int | None = None) -> np.ndarray:
-        """Like `model.inference.forward_logits`, from the cache of `split`."""
-        was_training = model.training
-        model.eval()
-        out = None
-        device = devices.of(model)
-        batches = eval_batches(encoded.lengths, devices.eval_batch_size(device, batch_size), devices.eval_tokens(device))
-        with cls_only_last_layer(model):
-            for idx in batches:
-                logits = self.forward(model, self.inputs(split, encoded, idx, pad_id)).logits.float().cpu().numpy()
-                if out is None:
-                    out = np.zeros((len(encoded), logits.shape[1]), dtype=np.float32)
-                out[idx] = logits
-        model.train(was_training)
-        return out if out is not None else np.zeros((0, unwrap(model).config.num_labels), dtype=np.float32)
+        """Like `model.inference.forward_logits` (the same loop), from the cache of `split`."""
+        return forward_logits(model, encoded, pad_id, batch_size,
+                              forward=lambda idx: self.forward(model, self.inputs(split, encoded, idx, pad_id)))
 
     def _parts(self) -> tuple[torch.nn.Module, str, str, torch.nn.ModuleList]:
         base = unwrap(self.model).base_model

@@ -28,6 +28,7 @@ from textlora.data.labels import LabelMap
 from textlora.errors import ModelError
 from textlora.model.arch import PEFT_PREFIX
 from textlora.model.load import load_base
+from textlora.run_folder import path_of
 
 
 class SharedBase:
@@ -82,7 +83,7 @@ class SharedBase:
         from safetensors.torch import load_file
 
         self._check_new(name)
-        path = Path(run_dir) / "head.safetensors"
+        path = path_of(run_dir, "head")
         if not path.is_file():
             raise ModelError(f"{run_dir}: head.safetensors is missing; the run folder is incomplete.")
         self._heads[name] = self._build_head(load_file(str(path)), Path(run_dir))
@@ -156,7 +157,7 @@ def _read_adapter(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, tor
     from peft import PeftConfig
     from safetensors.torch import load_file
 
-    folder = run_dir / "adapter"
+    folder = path_of(run_dir, "adapter")
     weights = folder / "adapter_model.safetensors"
     if not (folder / "adapter_config.json").is_file() or not weights.is_file():
         raise ModelError(f"{run_dir}: adapter/adapter_config.json or adapter_model.safetensors is missing; "

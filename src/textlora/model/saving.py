@@ -26,21 +26,22 @@ from textlora.errors import ModelError
 from textlora.model.adapters import head_modules
 from textlora.model.load import load_base, load_tokenizer
 from textlora.model.quantization import dequantize, quantization_config
+from textlora.run_folder import path_of
 
 
 def save_model(model: torch.nn.Module, method: str, run_dir: Path, new_modules: list[str]) -> None:
     """Write the trained part of `model` for `method` into `run_dir`."""
     if method in ("lora", "qlora"):
-        model.save_pretrained(run_dir / "adapter")
+        model.save_pretrained(path_of(run_dir, "adapter"))
     elif method == "full":
-        model.save_pretrained(run_dir / "model", safe_serialization=True)
+        model.save_pretrained(path_of(run_dir, "model"), safe_serialization=True)
     else:
         from safetensors.torch import save_file
 
         heads = head_modules(model, new_modules)
         state = {k: p.detach().contiguous() for k, p in model.named_parameters()
                  if any(k.startswith(h + ".") for h in heads)}
-        save_file(state, str(run_dir / "head.safetensors"))
+        save_file(state, str(path_of(run_dir, "head")))
 
 
 def load_model(run_dir: Path, method: str, base_name: str, label_map: LabelMap,
@@ -51,15 +52,15 @@ def load_model(run_dir: Path, method: str, base_name: str, label_map: LabelMap,
         ModelError: a file of the run is missing or does not fit the base.
     """
     if method == "full":
-        if not (run_dir / "model" / "config.json").is_file():
+        if not (path_of(run_dir, "model") / "config.json").is_file():
             raise ModelError(f"{run_dir}: model/config.json is missing; the run folder is incomplete.")
-        base = load_base(str(run_dir / "model"), label_map, attn_implementation)
+        base = load_base(str(path_of(run_dir, "model")), label_map, attn_implementation)
         model = base.model
     else:
         base = load_base(base_name, label_map, attn_implementation, quantization_config=quantization_config(method))
         model = _LOADERS[method](dequantize(base.model), run_dir, merge)
     _check_head_size(model, label_map, run_dir)
-    tokenizer = load_tokenizer(str(run_dir / "tokenizer")) if (run_dir / "tokenizer").is_dir() else base.tokenizer
+    tokenizer = load_tokenizer(str(path_of(run_dir, "tokenizer"))) if path_of(run_dir, "tokenizer").is_dir() else base.tokenizer
     return model.eval(), tokenizer
 
 
@@ -90,7 +91,7 @@ def save_merged(model: torch.nn.Module, base_name: str, label_map: LabelMap, tok
 def _load_lora(model: torch.nn.Module, run_dir: Path, merge: bool) -> torch.nn.Module:
     from peft import PeftModel
 
-    path = run_dir / "adapter"
+    path = path_of(run_dir, "adapter")
     if not (path / "adapter_config.json").is_file():
         raise ModelError(f"{run_dir}: adapter/adapter_config.json is missing; the run folder is incomplete.")
     try:
@@ -106,7 +107,7 @@ def _load_lora(model: torch.nn.Module, run_dir: Path, merge: bool) -> torch.nn.M
 def _load_head(model: torch.nn.Module, run_dir: Path, merge: bool) -> torch.nn.Module:
     from safetensors.torch import load_file
 
-    path = run_dir / "head.safetensors"
+    path = path_of(run_dir, "head")
     if not path.is_file():
         raise ModelError(f"{run_dir}: head.safetensors is missing; the run folder is incomplete.")
     state = load_file(str(path))

@@ -2,7 +2,9 @@
 
 LoRA and head-only runs are grouped by base identity (the base folder and the weight sha256 in
 each manifest); each group loads its base once into a `SharedBase` and swaps adapters and heads per
-batch. Full fine-tuned runs own every weight, so each loads its own model.
+batch. Full fine-tuned runs own every weight, so each loads its own model. Each served run is a
+`Predictor` over its model (full) or the shared base (its adapter and head selected per call through
+`SharedBase.activate`), batching in `tight_batches`: serving and `textlora predict` share one forward path.
 
 >>> reg = Registry.load([RunSpec.parse("emotion=runs/emotion-lora")])  # doctest: +SKIP
 >>> reg.scores("emotion", ["i feel wonderful today"]).shape  # doctest: +SKIP
@@ -11,16 +13,19 @@ batch. Full fine-tuned runs own every weight, so each loads its own model.
 
 from __future__ import annotations
 
-import contextlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from textlora.errors import ConfigError
+
+if TYPE_CHECKING:
+    from textlora.predict import Predictor
+    from textlora.run_folder import Run
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 """What a served run name may look like: it appears in URLs, JSON and metric labels."""
@@ -51,24 +56,45 @@ class RunSpec:
 
 @dataclass
 class ServedRun:
-    """A run ready to classify: its tokenizer, label map and the model (or shared base) that computes it."""
+    """A run ready to classify: a `Predictor` over its own model (full runs) or over a shared base."""
 
     name: str
-    run_dir: Path
-    method: str
-    labels: list[str]
-    multi_label: bool
-    max_length: int
-    tokenizer: Any
-    manifest: dict[str, Any]
+    predictor: Predictor
+    """The run's `textlora.predict.Predictor`; on a shared base it activates the run's adapter and head per call."""
     metrics: dict[str, Any]
-    model: Any
-    """A `SharedBase` (lora and head runs) or a plain model (full runs)."""
+    """The scalar validation and test metrics of `metrics.json`."""
     shared: bool = False
-    thresholds: list[float] | None = None
-    """Multi-label runs: the per-label decision thresholds of `thresholds.json`; None for single-label."""
-    truncation: str = "head"
-    """Which tokens of a longer text the run was trained on (model.truncation)."""
+
+    @property
+    def run_dir(self) -> Path:
+        """The run folder."""
+        return self.predictor.run.path
+
+    @property
+    def method(self) -> str:
+        """lora, qlora, full or head."""
+        return self.predictor.run.method
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The run's manifest."""
+        return self.predictor.run.manifest
+
+    @property
+    def labels(self) -> list[str]:
+        """Label names, in the order of the score columns."""
+        return self.predictor.labels_
+
+    @property
+    def multi_label(self) -> bool:
+        """True for a run trained on label lists."""
+        return self.predictor.label_map.multi_label
+
+    @property
+    def thresholds(self) -> list[float] | None:
+        """Multi-label runs: the per-label decision thresholds of `thresholds.json`; None for single-label."""
+        t = self.predictor.thresholds_
+        return None if t is None else t.tolist()
 
     def info(self) -> dict[str, Any]:
         """What `GET /v1/models` says about the run."""
@@ -83,14 +109,6 @@ class ServedRun:
             "metrics": self.metrics,
             "thresholds": dict(zip(self.labels, self.thresholds)) if self.thresholds is not None else None,
         }
-
-    def activate(self) -> contextlib.AbstractContextManager:
-        """Context in which `model` computes this run (adapter and head swapped in on a shared base)."""
-        from textlora.model.multi import SharedBase
-
-        if isinstance(self.model, SharedBase):
-            return self.model.activate(self.name)
-        return contextlib.nullcontext(self.model)
 
 
 @dataclass
@@ -127,7 +145,7 @@ class Registry:
                   batch_size=devices.EVAL_BATCH["cuda"] if where.type == "cuda" else cls.batch_size)
         shared: dict[tuple[str, str | None, bool], Any] = {}
         for spec in specs:
-            reg.runs[spec.name] = _load_run(spec, shared, check_base, where)
+            reg.runs[spec.name] = _load_run(spec, shared, check_base, where, reg.batch_size, reg.precision)
         from textlora.model.precision import warn_if_emulated
 
         warn_if_emulated(reg.precision, where.type)
@@ -142,16 +160,7 @@ class Registry:
 
     def scores(self, name: str, texts: list[str]) -> np.ndarray:
         """Per-label scores (n, num_labels): softmax, or per-label sigmoid for multi-label runs."""
-        from textlora.data.batching import encode
-        from textlora.metrics import softmax
-
-        run = self.runs[name]
-        pad_id = run.tokenizer.pad_token_id
-        enc = encode(run.tokenizer, texts, run.max_length, run.truncation)
-        enc.input_ids = [ids or [pad_id] for ids in enc.input_ids]  # a tokenizer without [CLS] may give none
-        with run.activate() as model:
-            logits = _forward(model, enc, pad_id, self.batch_size, self.precision)
-        return 1.0 / (1.0 + np.exp(-logits)) if run.multi_label else softmax(logits)
+        return self.runs[name].predictor.predict_proba(texts)
 
 
 def tight_batches(lengths: Sequence[int], max_rows: int, max_padding: float = 0.25) -> list[list[int]]:
@@ -171,82 +180,47 @@ def tight_batches(lengths: Sequence[int], max_rows: int, max_padding: float = 0.
     return batches + [cur] if cur else batches
 
 
-def _forward(model: Any, enc: Any, pad_id: int, max_rows: int, precision: str = "fp32") -> np.ndarray:
-    """Logits (n, num_labels) in input order, computed in `tight_batches` at `precision`."""
-    import torch
-
-    from textlora import device as devices
-    from textlora.data.batching import iterate
-    from textlora.model.cls_only import cls_only_last_layer
-    from textlora.model.precision import autocast
-
-    out = None
-    device = devices.of(model)
-    with torch.inference_mode(), cls_only_last_layer(model), autocast(model, precision):
-        for idx, inputs in iterate(enc, tight_batches(enc.lengths, max_rows), pad_id, device):
-            logits = model(**inputs).logits.float().cpu().numpy()  # (B, num_labels)
-            out = np.zeros((len(enc), logits.shape[1]), dtype=np.float32) if out is None else out
-            out[idx] = logits
-    return out
-
-
 def _load_run(spec: RunSpec, shared: dict[tuple[str, str | None, bool], Any], check_base: bool,
-              device: Any = None) -> ServedRun:
-    """Load one run onto `device`, onto the shared base of its group when it is a lora or head run."""
-    from textlora.config import RunConfig
-    from textlora.data.labels import LabelMap
+              device: Any = None, batch_size: int | None = None, precision: str = "fp32") -> ServedRun:
+    """A `Predictor` for one run on `device`: over the shared base of its group when it is a lora or head run."""
+    from functools import partial
+
     from textlora.model.load import load_tokenizer
     from textlora.model.multi import SharedBase
     from textlora.model.quantization import quantization_config
     from textlora.model.saving import load_model
-    from textlora.predict import (  # the same base lookup and check as Predictor.load
-        check_base_identity,
-        find_base,
-        load_thresholds,
-    )
-    from textlora.run_folder import read_json, require_run
+    from textlora.predict import Predictor
+    from textlora.run_folder import Run
 
-    run = require_run(spec.path)
-    manifest = read_json(run / "manifest.json")
-    cfg = RunConfig.from_yaml(run / "config.yaml", strict=False)
-    label_map = LabelMap.load(run / "labels.json")
-    method = manifest["method"]
-    if method == "full":
-        model, tokenizer = load_model(run, method, "", label_map, cfg.model.attn_implementation)
+    run = Run.open(spec.path)
+    if run.method == "full":
+        model, tokenizer = load_model(run.path, run.method, "", run.labels, run.config.model.attn_implementation)
         model.to(device or "cpu")
+        select = None
     else:
-        base_path = find_base(manifest, cfg)
         if check_base:
-            check_base_identity(base_path, manifest, run)
+            run.check_base()
         # a qlora adapter was trained on the NF4 base: its runs share a dequantized copy of that
-        key = (base_path, manifest["base_model"].get("weights_sha256"), method == "qlora")
+        key = (run.base, run.manifest["base_model"].get("weights_sha256"), run.method == "qlora")
         if key not in shared:
-            shared[key] = SharedBase.load(base_path, label_map, cfg.model.attn_implementation,
-                                          quantization_config(method), device)
-        model = shared[key]
-        if method in ("lora", "qlora"):
-            model.add_lora(spec.name, run)
+            shared[key] = SharedBase.load(run.base, run.labels, run.config.model.attn_implementation,
+                                          quantization_config(run.method), device)
+        base = shared[key]
+        if run.method in ("lora", "qlora"):
+            base.add_lora(spec.name, run.path)
         else:
-            model.add_head(spec.name, run)
-        tokenizer = load_tokenizer(str(run / "tokenizer" if (run / "tokenizer").is_dir() else base_path))
-    from textlora.model.load import fit_max_length
-
-    hf_config = (model.model if isinstance(model, SharedBase) else model).config
-    max_length = fit_max_length(hf_config, cfg.model.max_length, run)  # runs from before the positions check
-    return ServedRun(spec.name, run, method, label_map.labels, label_map.multi_label, max_length,
-                     tokenizer, manifest, _summary(run), model,
-                     thresholds=load_thresholds(run, label_map).tolist() if label_map.multi_label else None,
-                     truncation=cfg.model.truncation)
+            base.add_head(spec.name, run.path)
+        tokenizer = load_tokenizer(str(run.path_of("tokenizer") if run.path_of("tokenizer").is_dir() else run.base))
+        model, select = base.model, partial(base.activate, spec.name)
+    predictor = Predictor(run, model, tokenizer, batch_size, precision, batching=tight_batches, select=select)
+    return ServedRun(spec.name, predictor, _summary(run))
 
 
-def _summary(run: Path) -> dict[str, Any]:
+def _summary(run: Run) -> dict[str, Any]:
     """The scalar validation and test metrics of `metrics.json` (per-class tables left out)."""
-    from textlora.run_folder import read_json
-
-    path = run / "metrics.json"
-    if not path.is_file():
+    if not run.has("metrics"):
         return {}
-    m = read_json(path)
+    m = run.metrics
     out: dict[str, Any] = {split: {k: v for k, v in m.get(split, {}).items() if isinstance(v, (int, float))}
                            for split in ("validation", "test") if split in m}
     if "best_epoch" in m:
