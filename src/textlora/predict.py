@@ -26,7 +26,7 @@ from textlora.data.batching import encode
 from textlora.data.labels import LabelMap
 from textlora.errors import ConfigError, ModelError
 from textlora.metrics import sigmoid, softmax
-from textlora.model.cls_only import unwrap
+from textlora.model.arch import unwrap
 from textlora.model.inference import forward_logits, quantize_int8
 from textlora.model.load import fit_max_length
 from textlora.model.precision import resolve_precision, warn_if_emulated
