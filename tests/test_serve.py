@@ -295,7 +295,7 @@ def test_bf16_registry_scores_in_bfloat16_close_to_fp32(runs, expected, monkeypa
     assert dtypes == {torch.bfloat16}
     for name in runs:
         assert np.allclose(scores[name], expected[name], atol=0.02)
-    with pytest.raises(ConfigError, match="precision must be auto, fp32, bf16 or fp16, got 'fp8'"):
+    with pytest.raises(ConfigError, match=r"precision must be one of \['auto', 'fp32', 'bf16', 'fp16'\], got 'fp8'"):
         ServeOptions(precision="fp8")
 
 
