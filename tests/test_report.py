@@ -86,6 +86,25 @@ def test_multilabel_run_shows_per_label_f1_and_thresholds(tmp_path):
     assert 'id="confusion-matrix"' not in page and 'id="reliability"' not in page
 
 
+def test_multilabel_report_without_saved_thresholds_tunes_as_training_does(tmp_path):
+    """A run folder without thresholds in metrics.json: the report tunes them with the tuner training uses, so a
+    tie keeps 0.5 (the first-best threshold would be 0.15 here) and a label without positives keeps 0.5."""
+    from textlora.config import RunConfig
+    from textlora.data.labels import LabelMap
+
+    y = {"validation": np.array([[1, 0], [0, 0]]), "test": np.array([[1, 0], [0, 1]])}
+    p = np.array([[0.9, 0.3], [0.1, 0.2]])
+    logits = {s: np.log(p / (1 - p)) for s in y}
+    RunConfig.from_dict({"out": str(tmp_path)}).to_yaml(tmp_path / "config.yaml")
+    LabelMap(["a", "b"], multi_label=True).save(tmp_path / "labels.json")
+    (tmp_path / "metrics.json").write_text(json.dumps({"test": {"f1_macro": 0.5}}))
+    np.savez(tmp_path / "predictions.npz", **{f"{s}_{k}": v for s in y for k, v in
+                                             (("logits", logits[s]), ("labels", y[s]))})
+    page = render_report(load_run(tmp_path))
+    table = page[page.index('id="per-label"'):]
+    assert "<tr><td>a</td><td>1</td><td>0.5000</td>" in table and "<tr><td>b</td><td>1</td><td>0.5000</td>" in table
+
+
 def _png_size(data: bytes) -> tuple[int, int]:
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     return struct.unpack(">II", data[16:24])

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from textlora.data.splits import Dataset, load_dataset
-from textlora.metrics import classification_metrics, cross_entropy
+from textlora.heads import kind_of
 
 TFIDF_C = (0.3, 1.0, 3.0, 10.0, 30.0)
 """Inverse regularisation strengths tried; the one with the best validation accuracy is kept."""
@@ -132,6 +132,4 @@ def _full_log_proba(clf: Any, x: Any, k: int) -> np.ndarray:
 
 
 def _metrics(logits: np.ndarray, y: np.ndarray, data: Dataset) -> dict[str, Any]:
-    m = classification_metrics(y, logits.argmax(axis=1), data.label_map.labels)
-    m["loss"] = cross_entropy(logits, y)
-    return m
+    return kind_of(data.label_map).metrics(logits, y)

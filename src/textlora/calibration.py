@@ -1,6 +1,6 @@
 """Calibration and thresholds as pure functions over logits and labels: reliability bins, expected
 calibration error (ECE), temperature scaling (Guo et al. 2017, https://arxiv.org/abs/1706.04599) and
-per-label decision thresholds for multi-label outputs.
+the per-label F1 of multi-label outputs at their thresholds (tuned by `textlora.metrics.tune_thresholds`).
 
 >>> import numpy as np
 >>> logits = np.array([[4.0, 0.0], [3.0, 0.0], [0.0, 2.0], [0.0, 5.0]])
@@ -94,22 +94,6 @@ def calibrate(logits: dict[str, np.ndarray], labels: dict[str, Sequence[int]], n
     ece = {s: expected_calibration_error(softmax(v), labels[s], n_bins) for s, v in logits.items()}
     scaled = {s: expected_calibration_error(softmax(v / t), labels[s], n_bins) for s, v in logits.items()}
     return Calibration(t, scaled["validation"] < ece["validation"], ece, scaled)
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    """Element-wise logistic function."""
-    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
-
-
-def fit_thresholds(scores: np.ndarray, y_true: np.ndarray, grid: Sequence[float] | None = None) -> np.ndarray:
-    """Per-label thresholds on probabilities (n, k) maximising each label's F1 on multi-hot `y_true` (n, k)."""
-    grid = np.asarray(grid if grid is not None else np.linspace(0.05, 0.95, 19))
-    scores, y_true = np.asarray(scores), np.asarray(y_true).astype(bool)
-    out = np.empty(scores.shape[1])
-    for j in range(scores.shape[1]):
-        f1s = [_f1(y_true[:, j], scores[:, j] >= t) for t in grid]
-        out[j] = grid[int(np.argmax(f1s))]
-    return out
 
 
 def per_label_f1(scores: np.ndarray, y_true: np.ndarray, thresholds: np.ndarray) -> np.ndarray:

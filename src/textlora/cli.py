@@ -146,7 +146,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise TextloraError("nothing to classify: give texts as arguments or --input FILE.")
     clf = Predictor.load(args.run, check_base=not args.no_check_base, precision=args.precision, device=args.device)
     proba = clf.predict_proba(texts)
-    chosen = clf.predict(texts) if clf.label_map.multi_label else [clf.labels_[int(p.argmax())] for p in proba]
+    chosen = clf.kind.decide(proba, clf.thresholds_)
     rows = [{"text": t, "label": c, "scores": {name: round(float(s), 6) for name, s in zip(clf.labels_, p)}}
             for t, c, p in zip(texts, chosen, proba)]  # multi-label: "label" is the list over the thresholds
     if args.output or args.json or args.input:

@@ -25,7 +25,7 @@ from textlora.config import RunConfig
 from textlora.data.batching import encode
 from textlora.data.labels import LabelMap
 from textlora.errors import ConfigError, ModelError
-from textlora.metrics import sigmoid, softmax
+from textlora.heads import LabelKind, kind_of
 from textlora.model.arch import unwrap
 from textlora.model.inference import forward_logits, quantize_int8
 from textlora.model.load import fit_max_length
@@ -70,6 +70,8 @@ class Predictor:
         run.config.model.max_length = fit_max_length(unwrap(model).config, run.config.model.max_length, run.path)
         self.thresholds_ = run.thresholds
         """Multi-label runs: per-label decision thresholds in `labels_` order; None for single-label."""
+        self.kind: LabelKind = kind_of(run.labels)
+        """Single- or multi-label (`textlora.heads`): scores, decisions and metrics."""
 
     @property
     def labels_(self) -> list[str]:
@@ -154,17 +156,12 @@ class Predictor:
     def predict_proba(self, texts: str | Sequence[str]) -> np.ndarray:
         """Scores (n, num_labels), columns in `labels_` order: softmax probabilities, or an independent
         sigmoid score per label for multi-label runs."""
-        logits = self.logits(_as_list(texts))
-        return sigmoid(logits) if self.label_map.multi_label else softmax(logits)
+        return self.kind.scores(self.logits(_as_list(texts)))
 
     def predict(self, texts: str | Sequence[str]) -> list[str] | str | list[list[str]]:
         """Label names; a single string in gives a single label out. Multi-label runs give a list of the
         labels whose score reaches their threshold per text (possibly empty)."""
-        if self.label_map.multi_label:
-            chosen = self.predict_proba(texts) >= self.thresholds_[None, :]
-            labels = [[name for name, c in zip(self.labels_, row) if c] for row in chosen]
-        else:
-            labels = [self.labels_[i] for i in self.logits(_as_list(texts)).argmax(axis=1)]
+        labels = self.kind.decide(self.predict_proba(texts), self.thresholds_)
         return labels[0] if isinstance(texts, str) else labels
 
 
@@ -211,13 +208,6 @@ def evaluate_split(clf: Predictor, data_path: str, split: str = "test", text_col
         DataError: a label of the split is not one of the run's labels.
     """
     from textlora.data.splits import load_dataset
-    from textlora.metrics import (
-        binary_cross_entropy,
-        classification_metrics,
-        cross_entropy,
-        multi_hot,
-        multilabel_metrics,
-    )
 
     data_cfg = clf.config.data
     overrides = {"path": data_path, "max_train_samples": None, "max_eval_samples": None}
@@ -225,15 +215,7 @@ def evaluate_split(clf: Predictor, data_path: str, split: str = "test", text_col
     cfg = type(data_cfg)(**{**data_cfg.__dict__, **overrides})
     s = load_dataset(cfg).splits()[split]
     y = clf.label_map.encode(s.labels, source=Path(s.source).name, row_names=s.row_names or None)
-    logits = clf.logits(s.texts)
-    if clf.label_map.multi_label:
-        y = multi_hot(y, len(clf.labels_))
-        m = multilabel_metrics(y, sigmoid(logits), clf.labels_, clf.thresholds_)
-        m["loss"] = binary_cross_entropy(logits, y)
-        return m
-    m = classification_metrics(y, logits.argmax(axis=1), clf.labels_)
-    m["loss"] = cross_entropy(logits, y)
-    return m
+    return clf.kind.metrics(clf.logits(s.texts), y, clf.thresholds_)
 
 
 def read_texts(path: str, text_column: str = "text") -> list[str]:

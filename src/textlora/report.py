@@ -17,11 +17,14 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from textlora.render import Raw, figure_data_uri, html_page, html_table, img, pyplot, write_text
+
+if TYPE_CHECKING:
+    from textlora.heads import LabelKind
 
 REPORT = "report.html"
 HEADLINE_ROWS = ("accuracy", "f1_macro", "f1_weighted", "precision_macro", "recall_macro", "loss")
@@ -84,6 +87,14 @@ class RunView:
     y: dict[str, np.ndarray]
     steps: list[dict[str, Any]]
 
+    @property
+    def kind(self) -> LabelKind:
+        """Single- or multi-label (`textlora.heads`): the scores and the sections the report shows."""
+        from textlora.data.labels import LabelMap
+        from textlora.heads import kind_of
+
+        return kind_of(LabelMap(self.labels, self.multi_label))
+
 
 def load_run(run_dir: str | Path) -> RunView:
     """Read the parts of a run folder (finished, or the staging folder inside `train`) a report shows."""
@@ -100,17 +111,10 @@ def load_run(run_dir: str | Path) -> RunView:
 
 def render_report(run: RunView) -> str:
     """The report page of `run` as an HTML string."""
-    sections = [("Headline metrics", _headline_section(run.metrics))]
-    if run.multi_label:
-        sections.append(("Per-label F1 and thresholds", _multilabel_section(run)))
-    else:
-        sections += [("Per-class precision, recall and F1", _per_class_section(run.metrics)),
-                     ("Confusion matrix (test)", _confusion_section(run.metrics)),]
-    sections.append(("Training curves", _curves_section(run)))
-    if not run.multi_label:
-        sections += [("Most confused label pairs (test)", _confused_pairs_section(run)),
-                     ("Calibration", _calibration_section(run))]
-    sections.append(("Config and manifest", _config_section(run)))
+    before, after = _KIND_SECTIONS[run.kind.name]
+    sections = [("Headline metrics", _headline_section(run.metrics)), *((t, f(run)) for t, f in before),
+                ("Training curves", _curves_section(run)), *((t, f(run)) for t, f in after),
+                ("Config and manifest", _config_section(run))]
     m = run.manifest or {}
     subtitle = (f"method {m.get('method', run.config.model.method)} · base {run.config.model.name} · "
                 f"labels {len(run.labels)} · created {m.get('created', '?')}")
@@ -307,14 +311,15 @@ def _calibration_section(run: RunView) -> str:
 
 
 def _multilabel_section(run: RunView) -> str:
-    from textlora.calibration import fit_thresholds, per_label_f1, sigmoid
+    from textlora.calibration import per_label_f1
+    from textlora.metrics import tune_thresholds
 
     if "validation" not in run.logits or "test" not in run.logits:
         return "<p class=\"muted\">no predictions.npz: per-label F1 needs the saved logits.</p>"
-    val, test = sigmoid(run.logits["validation"]), sigmoid(run.logits["test"])
+    val, test = run.kind.scores(run.logits["validation"]), run.kind.scores(run.logits["test"])
     saved = run.metrics.get("thresholds")  # the run's own, tuned on validation at training time
     thresholds = (np.array([saved[name] for name in run.labels]) if isinstance(saved, dict)
-                  else fit_thresholds(val, run.y["validation"]))
+                  else tune_thresholds(run.y["validation"], val))  # the tuner training uses
     f1 = per_label_f1(test, run.y["test"], thresholds)
     f1_half = per_label_f1(test, run.y["test"], np.full(len(run.labels), 0.5))
     support = np.asarray(run.y["test"]).sum(axis=0)
@@ -323,6 +328,15 @@ def _multilabel_section(run: RunView) -> str:
     rows.append(["macro", int(support.sum()), None, float(f1.mean()), float(f1_half.mean())])
     headers = ["label", "support (test)", "threshold (fitted on validation)", "F1 test", "F1 test at 0.5"]
     return html_table(headers, rows, table_id="per-label")
+
+
+_KIND_SECTIONS = {  # by label kind: the sections before and after the training curves
+    "single_label": ((("Per-class precision, recall and F1", lambda run: _per_class_section(run.metrics)),
+                      ("Confusion matrix (test)", lambda run: _confusion_section(run.metrics))),
+                     (("Most confused label pairs (test)", _confused_pairs_section),
+                      ("Calibration", _calibration_section))),
+    "multi_label": ((("Per-label F1 and thresholds", _multilabel_section),), ()),
+}
 
 
 def _config_section(run: RunView) -> str:

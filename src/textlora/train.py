@@ -34,17 +34,9 @@ from textlora.config import METRIC_DIRECTION, RunConfig, TrainConfig
 from textlora.data.batching import Encoded, collate, encode, train_batches
 from textlora.data.splits import Dataset, load_dataset
 from textlora.errors import ConfigError, TrainingError
+from textlora.heads import KINDS, LabelKind, kind_of
 from textlora.memory import peak_rss_mb, release_free_memory
-from textlora.metrics import (
-    binary_cross_entropy,
-    classification_metrics,
-    cross_entropy,
-    headline,
-    multi_hot,
-    multilabel_metrics,
-    sigmoid,
-    tune_thresholds,
-)
+from textlora.metrics import headline
 from textlora.model.adapters import (
     ParamCount,
     build_model,
@@ -106,8 +98,9 @@ class _Prepared:
     """Multi-label only: per-label decision thresholds (None: 0.5 each, as during the epochs)."""
 
     @property
-    def multi(self) -> bool:
-        return self.data.label_map.multi_label
+    def kind(self) -> LabelKind:
+        """Single- or multi-label: the loss, targets, metrics and thresholds (`textlora.heads`)."""
+        return kind_of(self.data.label_map)
 
 
 def train(cfg: RunConfig, overwrite: bool = False, progress: bool = True,
@@ -166,8 +159,9 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
     say(f"device: {device}{' (' + devices.describe(device)['gpu'] + ')' if device.type == 'cuda' else ''}  "
         f"precision: {precision}")
     prep = _prepare(data, base.tokenizer, cfg)
-    if prep.multi:  # each sigmoid starts at its label's rate in train, not at 0.5 (see init_output_bias)
-        init_output_bias(base.model, base.new_modules, _targets(prep, "train").numpy().mean(axis=0))
+    rates = prep.kind.output_rates(_targets(prep, "train"))  # multi-label: each sigmoid starts at its label's rate
+    if rates is not None:
+        init_output_bias(base.model, base.new_modules, rates)
 
     ckpt = _checkpointing(cfg, data, resume, say) if dist.main else None
     metrics: dict[str, Any] = {}
@@ -203,8 +197,9 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
         metrics["layer_cache"] = {"layers": cache.split_at, "seconds": cache.seconds, "mb": cache.nbytes / 2**20}
 
     logits = {s: _logits(model, prep, s, cfg, cache) for s in ("validation", "test")}
-    if prep.multi:  # thresholds tuned on validation after training; the validation figures are optimistic
-        prep.thresholds = tune_thresholds(_targets(prep, "validation").numpy(), sigmoid(logits["validation"]))
+    # multi-label: thresholds tuned on validation after training (None for single-label); validation is optimistic
+    prep.thresholds = prep.kind.tune(logits["validation"], prep.y["validation"])
+    if prep.thresholds is not None:
         metrics["thresholds"] = dict(zip(data.label_map.labels, prep.thresholds.tolist()))
     metrics.update({s: _metrics(logits[s], prep, s) for s in ("validation", "test")})
     metrics["history"] = history
@@ -222,7 +217,7 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
         save_model(model, cfg.model.method, tmp, base.new_modules)
         write_loss_log(tmp, history)  # moves the per-step losses out of `history`
         write_json(path_of(tmp, "metrics"), metrics)
-        if prep.multi:
+        if prep.thresholds is not None:
             write_json(path_of(tmp, "thresholds"), metrics["thresholds"])
         write_predictions(tmp, logits, {s: _targets(prep, s).numpy() for s in logits})
         manifest = _manifest(cfg, data, base.path, base.new_modules, params, train_seconds,
@@ -303,11 +298,12 @@ def _loop(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, dist: distrib
         with autocast(model, precision):  # matrix products in bf16/fp16; weights stay fp32
             return run(idx).logits
 
-    def validate() -> dict[str, Any]:  # multi-label: at thresholds tuned on these logits (see _metrics)
-        return _metrics(_logits(model, prep, "validation", cfg, cache), prep, "validation", tune=prep.multi)
+    def validate() -> dict[str, Any]:  # as the label kind scores an epoch (multi-label: at thresholds tuned here)
+        return _metrics(_logits(model, prep, "validation", cfg, cache), prep, "validation", tune=True)
 
-    select = "f1_macro" if prep.multi else tc.select_metric  # multi-label: at thresholds tuned on validation
-    return _Loop(model, forward, _targets(prep, "train"), _LOSSES[prep.multi], validate, select, lengths, optimizer,
+    loss = _LOSSES[prep.data.label_map.multi_label]
+    select = prep.kind.select(tc.select_metric)  # multi-label: f1_macro at thresholds tuned on validation
+    return _Loop(model, forward, _targets(prep, "train"), loss, validate, select, lengths, optimizer,
                  scheduler, scaler, state, dist, tc.resolved_lr(method), tc.resolved_trim_memory_every(method))
 
 
@@ -504,32 +500,23 @@ def _logits(model: torch.nn.Module, prep: _Prepared, split: str, cfg: RunConfig,
 
 
 def _metrics(logits: np.ndarray, prep: _Prepared, split: str, tune: bool = False) -> dict[str, Any]:
-    """Metrics of `logits` on `split`. Multi-label: at `prep.thresholds` (0.5 before they are set), or with
-    `tune` at thresholds tuned on these very logits, as each epoch's validation does to pick the best epoch
-    (at 0.5, rare labels are never predicted early in training and every epoch scores a macro-F1 of 0)."""
-    labels = prep.data.label_map.labels
-    if prep.multi:
-        y = multi_hot(prep.y[split], len(labels))
-        scores = sigmoid(logits)
-        thresholds = tune_thresholds(y, scores) if tune else 0.5 if prep.thresholds is None else prep.thresholds
-        m = multilabel_metrics(y, scores, labels, thresholds)
-        m["loss"] = binary_cross_entropy(logits, y)
-        return m
-    m = classification_metrics(prep.y[split], logits.argmax(axis=1), labels)
-    m["loss"] = cross_entropy(logits, prep.y[split])
-    return m
+    """Metrics of `logits` on `split`, as the label kind computes them: multi-label at `prep.thresholds` (0.5
+    before they are set), or with `tune` as each epoch's validation is scored (multi-label: at thresholds tuned
+    on these very logits, see `textlora.heads.MultiLabel.epoch_metrics`)."""
+    kind = kind_of(prep.data.label_map)
+    if tune:
+        return kind.epoch_metrics(logits, prep.y[split])
+    return kind.metrics(logits, prep.y[split], prep.thresholds)
 
 
 def _targets(prep: _Prepared, split: str) -> torch.Tensor:
     """Training targets on the host: class ids (n,), or a float multi-hot matrix (n, num_labels) for multi-label."""
-    if prep.multi:
-        return torch.from_numpy(multi_hot(prep.y[split], prep.data.label_map.num_labels))
-    return torch.tensor(prep.y[split], dtype=torch.long, device="cpu")
+    return prep.kind.targets(prep.y[split])
 
 
-_LOSSES = {False: torch.nn.functional.cross_entropy,  # softmax over the labels
-           True: torch.nn.functional.binary_cross_entropy_with_logits}  # an independent sigmoid per label
-"""The training loss, keyed by `LabelMap.multi_label`."""
+_LOSSES = {multi: kind.loss for multi, kind in KINDS.items()}
+"""The training loss of each label kind (`textlora.heads`) by `LabelMap.multi_label`: one table the loop reads,
+so a test can swap a kind's loss."""
 
 
 def _setup_torch(cfg: RunConfig) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from textlora.config import DEFAULT_MODEL
 from textlora.data.labels import LabelMap
 from textlora.errors import ConfigError, ModelError
+from textlora.heads import kind_of
 from textlora.model.arch import DROPOUT_ATTRS, POSITION_ATTRS, POSITION_OFFSET_TYPES
 
 EMBEDDED_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2", "embedded"}
@@ -129,7 +130,7 @@ def load_base(name: str, label_map: LabelMap, attn_implementation: str = "sdpa",
     config = _from_pretrained(AutoConfig, path)
     config.num_labels = label_map.num_labels  # sets id2label too; then the names
     config.id2label, config.label2id = label_map.id2label, label_map.label2id
-    config.problem_type = "multi_label_classification" if label_map.multi_label else "single_label_classification"
+    config.problem_type = kind_of(label_map).problem_type
     config.pad_token_id = tokenizer.pad_token_id  # GPT-2 has none: the head needs it to find the last token
     if dropout is not None:
         for attr in DROPOUT_ATTRS:

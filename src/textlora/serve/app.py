@@ -26,6 +26,7 @@ import logging
 import time
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -34,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_mod
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from textlora.errors import TextloraError
+from textlora.heads import KINDS, LabelKind
 from textlora.serve.batching import MicroBatcher, ServerBusy
 from textlora.serve.metrics import ServerMetrics
 from textlora.serve.options import ServeOptions
@@ -125,7 +127,8 @@ def build_app(registry: Registry, options: ServeOptions, metrics: ServerMetrics 
             raise HTTPException(404, f"unknown model {req.model!r}; this server has {registry.names}. "
                                      "GET /v1/models lists them.")
         scores = await _scores(batcher, req.model, list(req.texts))
-        return {"model": req.model, "predictions": [_prediction(run.labels, row, run.thresholds) for row in scores]}
+        return {"model": req.model, "predictions": [_prediction(run.labels, row, run.thresholds, run.kind)
+                                                   for row in scores]}
 
     @app.get("/v1/models", response_model=ModelsResponse)
     async def models() -> dict[str, Any]:
@@ -181,12 +184,16 @@ def _request_model(options: ServeOptions, names: list[str]) -> type[BaseModel]:
     )
 
 
-def _prediction(labels: list[str], row: Any, thresholds: list[float] | None) -> dict[str, Any]:
-    """`thresholds`: a multi-label run's per-label thresholds (every label over its own is chosen); None
-    for single-label runs (the top label)."""
-    top = int(row.argmax())
-    chosen = [n for n, s, t in zip(labels, row, thresholds) if s >= t] if thresholds is not None else [labels[top]]
-    return {"label": labels[top], "labels": chosen, "scores": {n: round(float(s), 6) for n, s in zip(labels, row)}}
+def _prediction(labels: list[str], row: Any, thresholds: list[float] | None,
+                kind: LabelKind | None = None) -> dict[str, Any]:
+    """One text's answer: the top label, the labels the run's `kind` chooses (single-label: the top one;
+    multi-label: every label at or over its own of `thresholds`) and the scores. Without `kind`, the kind the
+    thresholds imply: a run has them exactly when it is multi-label (`Run.thresholds`)."""
+    kind = kind or KINDS[thresholds is not None](labels)
+    t = None if thresholds is None else np.asarray(thresholds)
+    chosen = [n for n, c in zip(labels, kind.chosen(np.asarray(row)[None, :], t)[0]) if c]
+    return {"label": labels[int(row.argmax())], "labels": chosen,
+            "scores": {n: round(float(s), 6) for n, s in zip(labels, row)}}
 
 
 LIMIT_HINTS = {

@@ -24,6 +24,7 @@ import numpy as np
 from textlora.errors import ConfigError
 
 if TYPE_CHECKING:
+    from textlora.heads import LabelKind
     from textlora.predict import Predictor
     from textlora.run_folder import Run
 
@@ -89,6 +90,11 @@ class ServedRun:
     def multi_label(self) -> bool:
         """True for a run trained on label lists."""
         return self.predictor.label_map.multi_label
+
+    @property
+    def kind(self) -> LabelKind:
+        """Single- or multi-label (`textlora.heads`): how the run's scores become chosen labels."""
+        return self.predictor.kind
 
     @property
     def thresholds(self) -> list[float] | None:
