@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -132,3 +133,43 @@ def tiny_config(data: Path, model: Path, out: Path, method: str = "lora", epochs
         "train": {"epochs": epochs, "batch_size": 8, "lr": 1e-2, "precision": "fp32", **train},
         "out": str(out),
     })
+
+
+@contextlib.contextmanager
+def serve_process(specs: list[str], *flags: str):
+    """`textlora serve SPECS FLAGS` as a real subprocess on a free 127.0.0.1 port, once it answers /healthz;
+    yields (base URL, port) and stops it on exit."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "textlora.cli", "serve", *specs, "--host", "127.0.0.1", "--port", str(port), *flags]
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited with {proc.returncode}:\n{proc.stdout.read()}")
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("server did not answer /healthz within 90 s")
+        yield url, port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)

@@ -7,17 +7,13 @@ batched into one forward pass, and a schemathesis test against /openapi.json wit
 
 import asyncio
 import json
-import os
 import re
 import socket
-import subprocess
-import sys
-import time
 
 import httpx
 import numpy as np
 import pytest
-from conftest import make_rows, write_jsonl
+from conftest import make_rows, serve_process, write_jsonl
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -53,42 +49,12 @@ def runs(tiny_models, tmp_path_factory) -> dict:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(runs):
     """The real server as a subprocess on 127.0.0.1; yields its base URL."""
-    port = _free_port()
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in LIMITS.items()]
-    cmd = [sys.executable, "-m", "textlora.cli", "serve", *[f"{n}={p}" for n, p in runs.items()],
-           "--host", "127.0.0.1", "--port", str(port), "--max-wait-ms", "20", *flags]
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    try:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited with {proc.returncode}:\n{proc.stdout.read()}")
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("server did not answer /healthz within 90 s")
+    with serve_process([f"{n}={p}" for n, p in runs.items()], "--max-wait-ms", "20", *flags) as (url, _):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,8 @@ patched forward pass, and the real server process on loopback for slow and vanis
 import asyncio
 import contextlib
 import json
-import os
 import re
 import socket
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
-from conftest import make_rows, write_jsonl
+from conftest import make_rows, serve_process, write_jsonl
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -206,41 +203,13 @@ def test_a_full_queue_answers_503_with_retry_after(run_dir):
 
 # --- the real server process ---------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def server(run_dir):
     """The real server on 127.0.0.1 with 1-second body and header timeouts; yields (host, port)."""
-    port = _free_port()
-    cmd = [sys.executable, "-m", "textlora.cli", "serve", f"emotion={run_dir}", "--host", "127.0.0.1",
-           "--port", str(port), "--body-timeout-s", str(TIMEOUT_S), "--header-timeout-s", str(TIMEOUT_S)]
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    try:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited with {proc.returncode}:\n{proc.stdout.read()}")
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("server did not answer /healthz within 90 s")
+    with serve_process([f"emotion={run_dir}"], "--body-timeout-s", str(TIMEOUT_S),
+                       "--header-timeout-s", str(TIMEOUT_S)) as (_, port):
         yield "127.0.0.1", port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def _url(server: tuple[str, int], path: str) -> str:

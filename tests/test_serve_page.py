@@ -4,16 +4,12 @@ what the page shows with what `POST /v1/classify` answers."""
 
 import json
 import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from browser import find_chromium, inspect_page
-from conftest import make_rows, tiny_config, write_jsonl
+from conftest import make_rows, serve_process, tiny_config, write_jsonl
 from test_multilabel import multilabel_rows
 
 pytest.importorskip("fastapi")
@@ -42,41 +38,11 @@ def runs(tiny_models, tmp_path_factory) -> dict[str, Path]:
     return {"emotion": root / "emotion", "tags": root / "tags"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(runs):
     """`textlora serve` as a subprocess on 127.0.0.1; yields its base URL."""
-    port = _free_port()
-    cmd = [sys.executable, "-m", "textlora.cli", "serve", *[f"{n}={p}" for n, p in runs.items()],
-           "--host", "127.0.0.1", "--port", str(port), "--max-chars", str(MAX_CHARS)]
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    try:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited with {proc.returncode}:\n{proc.stdout.read()}")
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("server did not answer /healthz within 90 s")
+    with serve_process([f"{n}={p}" for n, p in runs.items()], "--max-chars", str(MAX_CHARS)) as (url, _):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def _classify(url: str, model: str, texts: list[str]) -> httpx.Response:
