@@ -110,3 +110,16 @@ def test_a_runs_config_records_what_ran_and_retrains_the_same(tiny_models, tiny_
     assert main(["train", "--config", str(first / "config.yaml"), "--out", str(again), "--quiet"]) == 0
     m1, m2 = (json.loads((p / "metrics.json").read_text()) for p in (first, again))
     assert m1["test"] == m2["test"] and m1["validation"] == m2["validation"]
+
+
+def test_warnings_are_one_line(tiny_models, tmp_path):
+    """The split-overlap warning (an actionable one) comes as `warning: ...`, without file path or source line."""
+    rows = [{"text": "good day", "label": "pos"}, {"text": "bad day", "label": "neg"}] * 3
+    for split in ("train", "validation", "test"):
+        write_jsonl(tmp_path / "d" / f"{split}.jsonl", rows)
+    r = run_cli("train", "--data", tmp_path / "d", "--model", tiny_models["bert"], "--out", tmp_path / "o",
+                "--epochs", "1", "--quiet", "model.max_length=32", "train.precision=fp32")
+    assert r.returncode == 0, r.stderr[-2000:]
+    warning = [line for line in r.stderr.splitlines() if "more than one split" in line]
+    assert len(warning) == 1 and warning[0].startswith("warning: texts occur"), r.stderr
+    assert "load_dataset(" not in r.stderr  # no source line

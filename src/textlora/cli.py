@@ -338,8 +338,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 COMMANDS.update({"report": cmd_report, "compare": cmd_compare, "sweep": cmd_sweep, "runs": cmd_runs})
 
 
+def _one_line_warnings() -> None:
+    """Show warnings as `warning: MESSAGE`, without the file path and source line Python adds: on the command line
+    the message is all a user can act on."""
+    import warnings
+
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `textlora` console script."""
+    _one_line_warnings()
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)

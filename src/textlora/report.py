@@ -252,11 +252,15 @@ def confused_pairs(cm: np.ndarray, top: int = 5) -> list[tuple[int, int, int]]:
 
 def _split_texts(run: RunView, split: str) -> tuple[list[str] | None, str]:
     """The texts of `split` in predictions order, or None and the reason they are unavailable."""
+    import warnings
+
     from textlora.data.splits import load_dataset
     from textlora.errors import TextloraError
 
     try:
-        texts = load_dataset(run.config.data).splits()[split].texts
+        with warnings.catch_warnings():  # training already warned about this data (e.g. texts in two splits)
+            warnings.simplefilter("ignore", UserWarning)
+            texts = load_dataset(run.config.data).splits()[split].texts
     except (TextloraError, OSError) as e:
         return None, f"texts unavailable: {e}"
     if split not in run.y or len(texts) != len(run.y[split]):
