@@ -342,3 +342,28 @@ def test_run_writers_keep_the_on_disk_format(tmp_path):
     write_manifest(tmp_path, {"textlora_version": "0.1", "shape": np.zeros(2)})
     assert json.loads((tmp_path / "manifest.json").read_text()) == {"textlora_version": "0.1", "shape": [0.0, 0.0]}
     assert is_complete(tmp_path)
+
+
+def test_out_in_a_folder_without_write_permission_is_one_line(tiny_data, tmp_path, monkeypatch):
+    from textlora.run_folder import check_writable
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == locked else real(p, mode))  # root can write
+    with pytest.raises(ConfigError, match=r"cannot write in .*locked \(permission denied\)") as e:
+        check_writable(locked / "run", overwrite=False, data=tiny_data)
+    assert "\n" not in str(e.value)
+
+
+def test_export_into_a_file_or_full_folder_fails_before_loading(tmp_path):
+    from textlora.errors import ModelError
+    from textlora.predict import export_merged
+
+    (tmp_path / "a-file").write_text("mine")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("mine")
+    for out in (tmp_path / "a-file", tmp_path / "full"):  # the run does not exist: the --out check comes first
+        with pytest.raises(ModelError, match="exists and is not an empty folder"):
+            export_merged(tmp_path / "no-such-run", out)
+    assert (tmp_path / "a-file").read_text() == "mine" and (tmp_path / "full" / "x").read_text() == "mine"

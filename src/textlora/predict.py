@@ -175,11 +175,11 @@ def export_merged(run_dir: str | Path, out: str | Path, check_base: bool = True,
     """
     from textlora.model.saving import save_merged
 
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):  # before the model loads
+        raise ModelError(f"--out {out} exists and is not an empty folder; choose a new folder for the export.")
     clf = Predictor.load(run_dir, check_base=check_base, device=device)
     clf.model.to("cpu")  # the merged weights are written from the host, whichever device merged them
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise ModelError(f"{out} exists and is not empty; choose a new folder for the export.")
     base = clf.run.base if clf.run.method != "full" else str(clf.run.path_of("model"))
     save_merged(clf.model, base, clf.label_map, clf.tokenizer, out, clf.config.model.attn_implementation)
     return out

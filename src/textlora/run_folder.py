@@ -143,6 +143,9 @@ def _check_out_path(out: Path) -> None:
             if not parent.is_dir():
                 raise ConfigError(f"--out {out}: {parent} is a file, not a folder; choose an --out under a folder, "
                                   "e.g. runs/NAME.")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise ConfigError(f"--out {out}: cannot write in {parent} (permission denied); choose an --out "
+                                  "you can write to, e.g. runs/NAME.")
             return
 
 
