@@ -201,12 +201,21 @@ def test_a_run_moved_aside_by_a_killed_save_is_put_back(tmp_path):
     assert [p.name for p in tmp_path.glob(".*")] == []
 
 
-@pytest.mark.parametrize("content", ["99999999999999\n", "not a pid", ""])
+@pytest.mark.parametrize("content", ["99999999999999\n", ""])
 def test_a_lock_file_without_a_live_pid_is_taken_over(tmp_path, content):
     (tmp_path / ".run.lock").write_text(content)
     with run_lock(tmp_path / "run"):
         assert (tmp_path / ".run.lock").read_text().strip() == str(os.getpid())
     assert not (tmp_path / ".run.lock").exists()
+
+
+def test_a_file_at_the_lock_path_that_is_not_a_lock_is_left_alone(tmp_path):
+    (tmp_path / ".run.lock").write_text("not a pid")
+    with pytest.raises(RunExistsError, match=r"is not a textlora lock \(it holds no pid\)") as e:
+        with run_lock(tmp_path / "run"):
+            pass
+    assert "\n" not in str(e.value)
+    assert (tmp_path / ".run.lock").read_text() == "not a pid"
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="zombies are recognised through /proc")

@@ -221,6 +221,10 @@ def _acquire(lock: Path, out: Path) -> int:
         except FileNotFoundError:
             current = False
         pid = _read_pid(fd)
+        if current and pid is None and os.pread(fd, 32, 0).strip():  # never overwrite a file textlora did not write
+            os.close(fd)
+            raise RunExistsError(f"--out {out}: {lock} exists and is not a textlora lock (it holds no pid); move it "
+                                 "away or choose another --out.")
         if current and pid is not None and pid != os.getpid() and pid_alive(pid):
             os.close(fd)
             raise _locked(out, lock, pid)  # a live pid without the flock (e.g. another host): still refuse
