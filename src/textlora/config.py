@@ -9,6 +9,7 @@ is written to every run folder as `config.yaml`, and `RunConfig.from_yaml` reads
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 import types
@@ -431,6 +432,7 @@ def _is(value: Any, hint: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(x, str) and x for x in value)
 
 
+@functools.cache
 def field_docs(cls: type) -> dict[str, str]:
     """The documentation string under each field of the dataclass `cls`, by field name, on one line.
 

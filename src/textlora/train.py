@@ -6,6 +6,7 @@ The loop is one function you can read top to bottom (`_fit`); everything else is
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import platform
@@ -97,9 +98,9 @@ class _Prepared:
     thresholds: np.ndarray | None = None
     """Multi-label only: per-label decision thresholds (None: 0.5 each, as during the epochs)."""
 
-    @property
+    @functools.cached_property
     def kind(self) -> LabelKind:
-        """Single- or multi-label: the loss, targets, metrics and thresholds (`textlora.heads`)."""
+        """Single- or multi-label: the loss, targets, metrics and thresholds (`textlora.heads`), chosen once."""
         return kind_of(self.data.label_map)
 
 
@@ -503,7 +504,7 @@ def _metrics(logits: np.ndarray, prep: _Prepared, split: str, tune: bool = False
     """Metrics of `logits` on `split`, as the label kind computes them: multi-label at `prep.thresholds` (0.5
     before they are set), or with `tune` as each epoch's validation is scored (multi-label: at thresholds tuned
     on these very logits, see `textlora.heads.MultiLabel.epoch_metrics`)."""
-    kind = kind_of(prep.data.label_map)
+    kind = kind_of(prep.data.label_map)  # from the label map: callers may pass any object with data, y, thresholds
     if tune:
         return kind.epoch_metrics(logits, prep.y[split])
     return kind.metrics(logits, prep.y[split], prep.thresholds)
