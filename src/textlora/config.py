@@ -24,6 +24,8 @@ from textlora.errors import ConfigError
 
 Method = Literal["lora", "qlora", "full", "head"]
 Truncation = Literal["head", "tail", "head+tail"]
+LongText = Literal["truncate", "windows"]
+WindowPool = Literal["mean", "max"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 """Compute precision of forward passes; 'auto' is resolved per device by `model.precision.resolve_precision`."""
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -70,6 +72,16 @@ class ModelConfig:
     truncation: Truncation = "head"
     """Which tokens a longer text keeps: head (its start), tail (its end) or head+tail (the first quarter of
     max_length from its start, the rest from its end; Sun et al. 2019's best for long reviews)."""
+    long_text: LongText = "truncate"
+    """What a text longer than max_length becomes: truncate (one row, cut as model.truncation says) or windows
+    (overlapping windows of max_length tokens, every one trained with the text's label; evaluation, predict and
+    serve pool the windows' logits into one per text, as model.window_pool says)."""
+    stride: int | None = None
+    """With long_text=windows: tokens two consecutive windows share; null: a quarter of max_length."""
+    window_pool: WindowPool = "mean"
+    """With long_text=windows: how a text's window logits become one: mean (each class's average) or max."""
+    max_windows: int = 32
+    """With long_text=windows: at most this many windows per text, from its start (a 50 MB row stays bounded)."""
     attn_implementation: AttnImplementation = "sdpa"
     """Attention kernel passed to transformers ('sdpa', 'eager', or 'flash_attention_2' on a GPU with flash-attn)."""
     dropout: float | None = 0.0
@@ -78,6 +90,14 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         validate(self, "model")
+        if self.stride is not None and self.stride * 2 >= self.max_length:
+            raise ConfigError(f"model.stride must be under half of model.max_length ({self.max_length}), got "
+                              f"{self.stride}: windows that share more than half their tokens repeat the text; "
+                              f"lower model.stride or leave it null (a quarter of max_length).")
+
+    def resolved_stride(self) -> int:
+        """Tokens consecutive windows share: the configured stride, or a quarter of max_length."""
+        return self.stride if self.stride is not None else self.max_length // 4
 
 
 @dataclass
@@ -198,7 +218,9 @@ class RunConfig:
         method, t = self.model.method, self.train
         return self.with_overrides({"train.lr": t.resolved_lr(method),
                                     "train.gradient_checkpointing": t.resolved_gradient_checkpointing(method),
-                                    "train.trim_memory_every": t.resolved_trim_memory_every(method)})
+                                    "train.trim_memory_every": t.resolved_trim_memory_every(method),
+                                    **({"model.stride": self.model.resolved_stride()}
+                                       if self.model.long_text == "windows" else {})})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], strict: bool = True) -> RunConfig:
@@ -349,7 +371,8 @@ _POSITIVE = Range(0, lo_open=True)  # float fields are also finite
 _FRACTION = Range(0, 1, hi_open=True)
 LIMITS: dict[str, Range] = {
     "data.max_train_samples": _COUNT, "data.max_eval_samples": _COUNT, "data.split_seed": _SEED,
-    "model.max_length": Range(2, 2**31 - 1), "model.dropout": _FRACTION,
+    "model.max_length": Range(2, 2**31 - 1), "model.dropout": _FRACTION, "model.stride": Range(0, 2**31 - 1),
+    "model.max_windows": Range(1, 4096),
     "lora.r": Range(1, 4096), "lora.alpha": Range(0, 65536, lo_open=True), "lora.dropout": _FRACTION,
     "lora.top_layers": _COUNT, "train.epochs": _COUNT, "train.batch_size": _COUNT, "train.eval_batch_size": _COUNT,
     "train.lr": Range(0, 1, lo_open=True),  # AdamW moves each weight by about lr a step: over 1 is a typo (5e3)

@@ -22,7 +22,7 @@ import numpy as np
 
 from textlora import device as devices
 from textlora.config import RunConfig
-from textlora.data.batching import encode
+from textlora.data.batching import encode_for
 from textlora.data.labels import LabelMap
 from textlora.errors import ConfigError, ModelError
 from textlora.heads import LabelKind, kind_of
@@ -145,7 +145,7 @@ class Predictor:
         if not texts:
             return np.zeros((0, len(self.labels_)), dtype=np.float32)
         cfg = self.config.model
-        enc = encode(self.tokenizer, texts, cfg.max_length, cfg.truncation)
+        enc = encode_for(self.tokenizer, texts, cfg)
         pad_id = self.tokenizer.pad_token_id
         enc.input_ids = [ids or [pad_id] for ids in enc.input_ids]  # a tokenizer without [CLS] may give none
         with self.select() as model:

@@ -32,7 +32,7 @@ from textlora.checkpoint import (
     save_checkpoint,
 )
 from textlora.config import METRIC_DIRECTION, RunConfig, TrainConfig
-from textlora.data.batching import Encoded, collate, encode, train_batches
+from textlora.data.batching import Encoded, collate, encode_for, train_batches
 from textlora.data.splits import Dataset, load_dataset
 from textlora.errors import ConfigError, TrainingError
 from textlora.heads import KINDS, LabelKind, kind_of
@@ -160,6 +160,9 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
     say(f"device: {device}{' (' + devices.describe(device)['gpu'] + ')' if device.type == 'cuda' else ''}  "
         f"precision: {precision}")
     prep = _prepare(data, base.tokenizer, cfg)
+    if cfg.model.long_text == "windows":
+        say("windows: " + ", ".join(f"{s} {len(data.splits()[s])} texts -> {len(prep.enc[s])} windows"
+                                    for s in ("train", "validation", "test")))
     rates = prep.kind.output_rates(_targets(prep, "train"))  # multi-label: each sigmoid starts at its label's rate
     if rates is not None:
         init_output_bias(base.model, base.new_modules, rates)
@@ -484,8 +487,10 @@ def _linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) 
 def _prepare(data: Dataset, tokenizer: Any, cfg: RunConfig) -> _Prepared:
     enc, y = {}, {}
     for name, split in data.splits().items():
-        enc[name] = encode(tokenizer, split.texts, cfg.model.max_length, cfg.model.truncation)
+        enc[name] = encode_for(tokenizer, split.texts, cfg.model)
         y[name] = data.label_map.encode(split.labels, source=name)
+    # windows: training sees every window as a row with its text's label; evaluation pools them back per text
+    y["train"], enc["train"].doc = enc["train"].expand(y["train"]), None
     return _Prepared(data, enc, y, tokenizer.pad_token_id)
 
 

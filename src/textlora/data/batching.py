@@ -11,7 +11,9 @@ import functools
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 
 from textlora.device import to as to_device
@@ -19,9 +21,14 @@ from textlora.device import to as to_device
 
 @dataclass
 class Encoded:
-    """Token ids of every example, unpadded."""
+    """Token ids of every row, unpadded; with windows (`model.long_text=windows`) a text spans several rows and
+    `doc` says which text each row is a window of."""
 
     input_ids: list[list[int]]
+    doc: list[int] | None = None
+    """Index of the text each row belongs to (non-decreasing); None: one row per text."""
+    pool: str = "mean"
+    """How `per_text` pools a text's window rows: mean or max of their logits."""
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -29,6 +36,64 @@ class Encoded:
     @property
     def lengths(self) -> list[int]:
         return [len(ids) for ids in self.input_ids]
+
+    @property
+    def texts(self) -> int:
+        """How many texts the rows come from."""
+        return len(self.input_ids) if self.doc is None else (self.doc[-1] + 1 if self.doc else 0)
+
+    def per_text(self, row_logits: np.ndarray) -> np.ndarray:
+        """Row logits (rows, k) -> one row per text: each text's windows pooled (mean or max); unchanged without
+        windows. Why pool logits, not probabilities: a mean of logits is a product of the windows' likelihoods,
+        so one confident window outweighs several unsure ones, and max keeps the strongest evidence per class."""
+        if self.doc is None:
+            return row_logits
+        doc = np.asarray(self.doc)
+        out = np.zeros((self.texts, row_logits.shape[1]), dtype=row_logits.dtype)
+        if self.pool == "max":
+            out.fill(-np.inf)
+            np.maximum.at(out, doc, row_logits)
+            return out
+        np.add.at(out, doc, row_logits)
+        return out / np.bincount(doc, minlength=self.texts)[:, None].astype(row_logits.dtype)
+
+    def expand(self, per_text: Sequence) -> list:
+        """A per-text list (labels) repeated for each of the text's rows, for training on every window."""
+        return list(per_text) if self.doc is None else [per_text[d] for d in self.doc]
+
+
+def encode_for(tokenizer, texts: Sequence[str], model_cfg: Any) -> Encoded:
+    """Encode `texts` as the run's `ModelConfig` says (max_length, truncation or windows): the one place that
+    reads those settings, for training, evaluation, prediction and serving alike."""
+    if model_cfg.long_text == "windows":
+        return encode_windows(tokenizer, texts, model_cfg.max_length, model_cfg.resolved_stride(),
+                              model_cfg.max_windows, model_cfg.window_pool)
+    return encode(tokenizer, texts, model_cfg.max_length, model_cfg.truncation)
+
+
+def encode_windows(tokenizer, texts: Sequence[str], max_length: int, stride: int, max_windows: int = 32,
+                   pool: str = "mean") -> Encoded:
+    """Split each text into windows of at most `max_length` tokens (special tokens included) that share `stride`
+    tokens with the previous one, at most `max_windows` per text from its start; a short text is one row.
+
+    Why our own split rather than the tokenizer's `return_overflowing_tokens`: that works on fast tokenizers
+    only, and it repeats the whole batch's special-token logic per overflow; this slices the ids once."""
+    before, after = _special_tokens_around(tokenizer)
+    budget = max(1, max_length - before - after)
+    step = max(1, budget - stride)
+    cap = budget + step * (max_windows - 1)  # tokens the allowed windows can cover
+    texts = [clip_text(tokenizer, t, cap + before + after, "head") for t in texts]
+    ids_all, doc = [], []
+    for i, ids in enumerate(tokenizer(list(texts), padding=False, verbose=False)["input_ids"]):
+        end = len(ids) - after
+        body, pre, post = ids[before:end], ids[:before], ids[end:]
+        starts = range(0, max(1, len(body) - stride), step) if len(body) > budget else range(1)
+        for n, start in enumerate(starts):
+            if n == max_windows:
+                break
+            ids_all.append(pre + body[start:start + budget] + post)
+            doc.append(i)
+    return Encoded(ids_all, doc, pool)
 
 
 def encode(tokenizer, texts: Sequence[str], max_length: int, truncation: str = "head") -> Encoded:

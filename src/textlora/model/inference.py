@@ -18,7 +18,8 @@ from textlora.model.precision import autocast
 def forward_logits(model: torch.nn.Module, encoded: Encoded, pad_id: int, batch_size: int | None = None,
                    precision: str = "fp32", batches: list[list[int]] | None = None,
                    forward: Callable[[list[int]], Any] | None = None) -> np.ndarray:
-    """Logits (n, num_labels) for every example of `encoded`, in input order, computed on the model's device.
+    """Logits (n, num_labels) for every text of `encoded`, in input order, computed on the model's device (a text
+    split into windows gets its windows' logits pooled: `Encoded.per_text`).
 
     The one batched-logits loop of textlora (prediction, evaluation, serving, the layer cache). Batches are
     sorted by length so that almost no padding is computed, and a BERT-style last layer runs for [CLS] only
@@ -48,7 +49,7 @@ def forward_logits(model: torch.nn.Module, encoded: Encoded, pad_id: int, batch_
     model.train(was_training)
     if out is None:
         return np.zeros((0, getattr(unwrap(model).config, "num_labels", 0)), dtype=np.float32)
-    return out
+    return encoded.per_text(out)
 
 
 def quantize_int8(model: torch.nn.Module, per_channel: bool = True) -> torch.nn.Module:
