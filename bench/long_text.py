@@ -1,0 +1,95 @@
+"""Long documents: `model.long_text=windows` against truncation, same data, seed and recipe.
+
+    python bench/long_text.py                                  # IMDb-1000 (the S3 config), 3 variants
+    python bench/long_text.py --variants windows-128 --max-train-samples 5000
+
+Each variant trains the S3 recipe (configs/s3_imdb_1000.yaml: LoRA r=16, 5 epochs, batch 16, lr 1e-3) with its own
+`model.*` settings and prints one JSON line: test accuracy, tokens fed per test document (mean, special tokens
+included), windows per document, training and test-prediction seconds. A windows run also reports the accuracy
+of the same model with its windows pooled by max instead of mean (`model.window_pool`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = {
+    "truncate-head+tail-128": {"model.max_length": 128, "model.truncation": "head+tail"},
+    "windows-128": {"model.max_length": 128, "model.long_text": "windows", "model.stride": 32,
+                    "model.max_windows": 5},  # 126 + 4 x 94 = 502 distinct tokens: about head+tail-512's budget
+    "truncate-head+tail-512": {"model.max_length": 512, "model.truncation": "head+tail"},
+    "windows-512": {"model.max_length": 512, "model.long_text": "windows", "model.stride": 128},
+}
+
+
+def run_variant(name: str, base: dict, out: Path) -> dict:
+    """Train one variant and measure it on the test split."""
+    import numpy as np
+
+    from textlora.config import RunConfig
+    from textlora.data.batching import Encoded, encode_for
+    from textlora.data.splits import load_dataset
+    from textlora.model.inference import forward_logits
+    from textlora.predict import Predictor
+    from textlora.train import train
+
+    cfg = RunConfig.from_dict(base).with_overrides({**VARIANTS[name], "out": str(out / name),
+                                                    "train.checkpoint_every": 0})
+    t0 = time.time()
+    result = train(cfg, overwrite=True, progress=False)
+    train_s = time.time() - t0
+    data = load_dataset(cfg.data)
+    clf = Predictor.load(out / name)
+    texts, y = data.test.texts, np.asarray(data.label_map.encode(data.test.labels))
+    enc = encode_for(clf.tokenizer, texts, clf.config.model)
+    t0 = time.time()
+    rows = forward_logits(clf.model, Encoded(enc.input_ids), clf.tokenizer.pad_token_id)  # one row per window
+    predict_s = time.time() - t0
+    line = {"bench": "long_text", "variant": name, "settings": VARIANTS[name],
+            "train_rows": len(data.train), "test_rows": len(texts),
+            "test_accuracy": round(float(result.metrics["test"]["accuracy"]), 4),
+            "tokens_per_doc": round(sum(enc.lengths) / len(texts), 1),
+            "windows_per_doc": round(len(enc) / len(texts), 2),
+            "train_seconds": round(train_s, 1), "test_predict_seconds": round(predict_s, 1)}
+    if enc.doc is not None:
+        for pool in ("mean", "max"):
+            enc.pool = pool
+            acc = float((enc.per_text(rows).argmax(1) == y).mean())
+            line[f"test_accuracy_{pool}_pool"] = round(acc, 4)
+    return line
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default=str(ROOT / "configs" / "s3_imdb_1000.yaml"))
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "imdb"))
+    p.add_argument("--variants", nargs="+", default=["truncate-head+tail-128", "windows-128"],
+                   choices=list(VARIANTS))
+    p.add_argument("--max-train-samples", type=int)
+    p.add_argument("--max-eval-samples", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--out", default=None)
+    args = p.parse_args()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import yaml
+
+    base = yaml.safe_load(Path(args.config).read_text())
+    base["data"]["path"] = args.data
+    for key, value in (("max_train_samples", args.max_train_samples), ("max_eval_samples", args.max_eval_samples)):
+        if value is not None:
+            base["data"][key] = value
+    if args.epochs is not None:
+        base["train"]["epochs"] = args.epochs
+    out = Path(args.out or tempfile.mkdtemp(prefix="long_text_"))
+    for name in args.variants:
+        print(json.dumps(run_variant(name, base, out)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
