@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--text-column", default="text")
     pr.add_argument("--output", help="JSONL output file (default: stdout)")
     pr.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    pr.add_argument("--no-calibrate", action="store_true",
+                    help="raw softmax scores: do not apply the temperature the run recorded in calibration.json")
     for q in (e, pr):
         q.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32", help=PRECISION_HELP)
         q.add_argument("--no-check-base", action="store_true", help="skip the base-model weight check")
@@ -144,7 +146,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     texts = list(args.texts) + (read_texts(args.input, args.text_column) if args.input else [])
     if not texts:
         raise TextloraError("nothing to classify: give texts as arguments or --input FILE.")
-    clf = Predictor.load(args.run, check_base=not args.no_check_base, precision=args.precision, device=args.device)
+    clf = Predictor.load(args.run, check_base=not args.no_check_base, precision=args.precision, device=args.device,
+                         calibrate=not args.no_calibrate)
     proba = clf.predict_proba(texts)
     chosen = clf.kind.decide(proba, clf.thresholds_)
     rows = [{"text": t, "label": c, "scores": {name: round(float(s), 6) for name, s in zip(clf.labels_, p)}}

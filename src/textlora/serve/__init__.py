@@ -40,7 +40,7 @@ def serve(runs: Sequence[str], options: ServeOptions) -> None:
 
         torch.set_num_threads(options.threads)
     registry = Registry.load([RunSpec.parse(r) for r in runs], check_base=options.check_base,
-                             precision=options.precision, device=options.device)
+                             precision=options.precision, device=options.device, calibrate=options.calibrate)
     app = build_app(registry, options)
     print(f"serving {registry.names} on http://{options.host}:{options.port} "
           f"(batching {'on, max wait ' + str(options.max_wait_ms) + ' ms' if options.batching else 'off'}, "

@@ -58,7 +58,8 @@ class Prediction(BaseModel):
     label: str = Field(description="The highest-scoring label.")
     labels: list[str] = Field(description="Predicted labels: [label], or every label scoring at or over "
                                            "its threshold (multi-label; GET /v1/models gives them).")
-    scores: dict[str, float] = Field(description="Score per label: softmax, or per-label sigmoid (multi-label).")
+    scores: dict[str, float] = Field(description="Score per label: softmax (of the logits divided by the run's "
+                                                 "temperature), or per-label sigmoid (multi-label).")
 
 
 class ClassifyResponse(BaseModel):
@@ -76,6 +77,8 @@ class ModelInfo(BaseModel):
     metrics: dict[str, Any] = Field(description="Validation and test metrics recorded at training time.")
     thresholds: dict[str, float] | None = Field(None, description="Multi-label runs: each label's decision "
                                                                    "threshold (tuned on validation); null otherwise.")
+    temperature: float = Field(1.0, description="The logits are divided by it before the softmax: the run's "
+                                                "calibration (1.0: none, or the server runs with --no-calibrate).")
 
 
 class ModelsResponse(BaseModel):
