@@ -246,9 +246,12 @@ def add_report_commands(sub: Any) -> None:
 
     sw = sub.add_parser("sweep", help="Optuna search over lr, dropout, r, alpha, weight decay; prunes bad trials")
     sw.add_argument("--config", required=True, help="YAML run config the trials start from")
-    sw.add_argument("--trials", type=int, required=True, help="trials this worker runs (added to a resumed study)")
+    sw.add_argument("--trials", type=int, required=True,
+                    help="finished (complete or pruned) trials the study should hold, over all its workers; a "
+                         "resumed study runs only the missing ones")
     sw.add_argument("--out", help="sweep folder (default: <config out>-sweep)")
-    sw.add_argument("--storage", help="Optuna database URL shared by workers (default: sqlite in the sweep folder)")
+    sw.add_argument("--storage", help="database URL shared by workers, e.g. postgresql://USER@HOST:PORT/DB "
+                                      "(default: sqlite in the sweep folder)")
     sw.add_argument("--study-name", default="textlora")
     sw.add_argument("--seed", type=int, help="sampler seed (default: train.seed); give each worker its own")
     sw.add_argument("--metric", choices=list(METRIC_DIRECTION),
