@@ -165,3 +165,20 @@ def test_a_loss_sweep_minimises(tiny_models, tiny_data, tmp_path):
     study = _study(tmp_path / "sw")
     assert study.direction == optuna.study.StudyDirection.MINIMIZE
     assert result.best_value == min(t.value for t in study.trials)
+
+
+def test_database_urls_and_the_databases_a_study_can_be_locked_in(tmp_path):
+    import importlib.util
+    from types import SimpleNamespace
+
+    from textlora.sweep import _study_lock
+
+    bare = "postgresql://textlora@127.0.0.1:5432/textlora"
+    psycopg3 = importlib.util.find_spec("psycopg") is not None
+    assert database_url(bare) == (bare if psycopg3 else "postgresql+psycopg2://textlora@127.0.0.1:5432/textlora")
+    for url in ("postgresql+psycopg2://u@h/db", f"sqlite:///{tmp_path}/s.db", "sqlite://"):
+        assert database_url(url) == url
+    mysql = SimpleNamespace(dialect=SimpleNamespace(name="mysql"), url=SimpleNamespace(drivername="mysql+pymysql"))
+    with pytest.raises(ConfigError, match=r"--storage mysql\+pymysql://...: a sweep shares its study through "
+                                          "PostgreSQL or a SQLite file only"), _study_lock(mysql, "x"):
+        pass

@@ -274,7 +274,10 @@ def _study_lock(engine: Any, study_name: str) -> Iterator[None]:
             finally:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
         return
-    if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+    if engine.dialect.name == "sqlite":
+        if engine.url.database in (None, "", ":memory:"):  # one process's memory: no other worker can share it
+            yield
+            return
         import fcntl
 
         with open(f"{engine.url.database}.lock", "a") as f:
