@@ -186,7 +186,11 @@ def test_metrics_are_prometheus_text(server):
     text = r.text
     assert 'textlora_requests_total{path="/v1/classify",status="404"}' in text
     assert "# TYPE textlora_request_duration_seconds histogram" in text
-    assert 'textlora_request_duration_seconds_bucket{path="/v1/classify",le="+Inf"}' in text
+    from prometheus_client.parser import text_string_to_metric_families
+
+    buckets = [s for f in text_string_to_metric_families(text) if f.name == "textlora_request_duration_seconds"
+               for s in f.samples if s.name.endswith("_bucket")]
+    assert {"path": "/v1/classify", "le": "+Inf"} in [s.labels for s in buckets]
     assert "# TYPE textlora_batch_size_texts histogram" in text
 
 

@@ -96,6 +96,18 @@ def calibrate(logits: dict[str, np.ndarray], labels: dict[str, Sequence[int]], n
     return Calibration(t, scaled["validation"] < ece["validation"], ece, scaled)
 
 
+def temperature_record(logits: np.ndarray, y_true: Sequence[int], n_bins: int = 15) -> dict[str, float | bool]:
+    """What training records in `calibration.json` of a single-label run: the temperature fitted on validation
+    `logits`, the validation ECE before and after it, and whether `predict` / `serve` apply it.
+
+    Why: scores are divided by T only where that measurably helps (it lowers validation ECE); T > 0, so the
+    argmax, and with it every predicted label, is the same either way.
+    """
+    cal = calibrate({"validation": logits}, {"validation": y_true}, n_bins)
+    return {"temperature": cal.temperature, "ece_before": cal.ece["validation"],
+            "ece_after": cal.ece_scaled["validation"], "applied": bool(cal.applied)}
+
+
 def per_label_f1(scores: np.ndarray, y_true: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """F1 of each label of a multi-label output at its threshold."""
     pred = np.asarray(scores) >= np.asarray(thresholds)[None, :]

@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--text-column", default="text")
     pr.add_argument("--output", help="JSONL output file (default: stdout)")
     pr.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    pr.add_argument("--no-calibrate", action="store_true",
+                    help="raw softmax scores: do not apply the temperature the run recorded in calibration.json")
     for q in (e, pr):
         q.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32", help=PRECISION_HELP)
         q.add_argument("--no-check-base", action="store_true", help="skip the base-model weight check")
@@ -144,7 +146,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     texts = list(args.texts) + (read_texts(args.input, args.text_column) if args.input else [])
     if not texts:
         raise TextloraError("nothing to classify: give texts as arguments or --input FILE.")
-    clf = Predictor.load(args.run, check_base=not args.no_check_base, precision=args.precision, device=args.device)
+    clf = Predictor.load(args.run, check_base=not args.no_check_base, precision=args.precision, device=args.device,
+                         calibrate=not args.no_calibrate)
     proba = clf.predict_proba(texts)
     chosen = clf.kind.decide(proba, clf.thresholds_)
     rows = [{"text": t, "label": c, "scores": {name: round(float(s), 6) for name, s in zip(clf.labels_, p)}}
@@ -243,9 +246,12 @@ def add_report_commands(sub: Any) -> None:
 
     sw = sub.add_parser("sweep", help="Optuna search over lr, dropout, r, alpha, weight decay; prunes bad trials")
     sw.add_argument("--config", required=True, help="YAML run config the trials start from")
-    sw.add_argument("--trials", type=int, required=True, help="trials this worker runs (added to a resumed study)")
+    sw.add_argument("--trials", type=int, required=True,
+                    help="finished (complete or pruned) trials the study should hold, over all its workers; a "
+                         "resumed study runs only the missing ones")
     sw.add_argument("--out", help="sweep folder (default: <config out>-sweep)")
-    sw.add_argument("--storage", help="Optuna database URL shared by workers (default: sqlite in the sweep folder)")
+    sw.add_argument("--storage", help="database URL shared by workers, e.g. postgresql://USER@HOST:PORT/DB "
+                                      "(default: sqlite in the sweep folder)")
     sw.add_argument("--study-name", default="textlora")
     sw.add_argument("--seed", type=int, help="sampler seed (default: train.seed); give each worker its own")
     sw.add_argument("--metric", choices=list(METRIC_DIRECTION),

@@ -93,6 +93,13 @@ class SingleLabel:
         """Thresholds tuned after training: none, the argmax needs none."""
         return None
 
+    def calibration(self, logits: np.ndarray, ids: Sequence[int]) -> dict[str, Any]:
+        """Temperature scaling decided on validation (`calibration.temperature_record`): predict and serve divide
+        the logits by T before the softmax when it lowers validation ECE; the argmax stays the same."""
+        from textlora.calibration import temperature_record
+
+        return temperature_record(logits, ids)
+
     def output_rates(self, targets: torch.Tensor) -> None:
         """Rates to start the new head's bias at: none, the softmax head keeps its initialisation."""
         return None
@@ -156,6 +163,12 @@ class MultiLabel:
     def tune(self, logits: np.ndarray, ids: Sequence[Sequence[int]]) -> np.ndarray:
         """Per-label thresholds maximising each label's F1 on (logits, ids): `metrics.tune_thresholds`."""
         return tune_thresholds(multi_hot(ids, len(self.labels)), sigmoid(logits))
+
+    def calibration(self, logits: np.ndarray, ids: Sequence[Sequence[int]]) -> None:
+        """None: multi-label scores stay the raw sigmoids. The per-label thresholds are tuned on those very
+        scores, so a temperature would have to move every threshold with it to keep the decisions, and the
+        top-label ECE a temperature is fitted for does not measure independent per-label sigmoids."""
+        return None
 
     def output_rates(self, targets: torch.Tensor) -> np.ndarray:
         """Each label's rate in the training targets: its sigmoid starts there, not at 0.5

@@ -52,11 +52,13 @@ class Predictor:
             device's token budget. The server passes `serve.registry.tight_batches`.
         select: a context that puts this run's weights in `model` and yields the model to call (a shared base's
             `activate`); None: `model` as it is.
+        calibrate: divide the logits by the run's temperature before the softmax when training found that it
+            lowers validation ECE (`calibration.json`); False: the raw softmax. Labels are the same either way.
     """
 
     def __init__(self, run: Run, model: Any, tokenizer: Any, batch_size: int | None = None, precision: str = "fp32",
                  batching: Callable[[Sequence[int], int], list[list[int]]] | None = None,
-                 select: Callable[[], contextlib.AbstractContextManager] | None = None):
+                 select: Callable[[], contextlib.AbstractContextManager] | None = None, calibrate: bool = True):
         self.run = run
         self.model = model
         self.precision = precision
@@ -72,6 +74,8 @@ class Predictor:
         """Multi-label runs: per-label decision thresholds in `labels_` order; None for single-label."""
         self.kind: LabelKind = kind_of(run.labels)
         """Single- or multi-label (`textlora.heads`): scores, decisions and metrics."""
+        self.temperature_ = run.temperature if calibrate else 1.0
+        """What `predict_proba` divides the logits by: the run's fitted temperature when applied, else 1.0."""
 
     @property
     def labels_(self) -> list[str]:
@@ -100,7 +104,7 @@ class Predictor:
 
     @classmethod
     def load(cls, run_dir: str | Path, check_base: bool = True, batch_size: int | None = None,
-             int8: bool = False, precision: str = "fp32", device: str = "auto") -> Predictor:
+             int8: bool = False, precision: str = "fp32", device: str = "auto", calibrate: bool = True) -> Predictor:
         """Load the run at `run_dir` onto its base model (LoRA merged into the weights) on `device`.
 
         Args:
@@ -110,6 +114,8 @@ class Predictor:
                 autocast, or 'auto' (the device's fastest: `model.precision.resolve_precision`); 16-bit is faster
                 where the hardware has it and slightly less exact (bench/RESULTS.md).
             device: auto (a CUDA GPU when there is one, else the CPU), cpu, cuda or cuda:N.
+            calibrate: apply the run's temperature to `predict_proba` when training recorded it as lowering
+                validation ECE (`calibration.json`); False: raw softmax scores, as runs without the file give.
 
         Raises:
             ModelError: not a finished run, or its base is missing or different.
@@ -125,6 +131,8 @@ class Predictor:
             raise ConfigError("int8 is PyTorch's CPU dynamic quantization; on a GPU use precision='bf16' instead, "
                               "or device='cpu'.")
         run = Run.open(run_dir)
+        if calibrate:
+            run.temperature  # noqa: B018 - a broken calibration.json fails before the model loads
         if check_base:
             run.check_base()
         model, tokenizer = load_model(run.path, run.method, run.base, run.labels, run.config.model.attn_implementation)
@@ -132,7 +140,7 @@ class Predictor:
             model = quantize_int8(model)
         model.to(devices.prepare(where))
         warn_if_emulated(precision, where.type)
-        return cls(run, model, tokenizer, batch_size, precision)
+        return cls(run, model, tokenizer, batch_size, precision, calibrate=calibrate)
 
     @property
     def device(self) -> Any:
@@ -154,9 +162,10 @@ class Predictor:
             return forward_logits(model, enc, pad_id, rows, self.precision, batches)
 
     def predict_proba(self, texts: str | Sequence[str]) -> np.ndarray:
-        """Scores (n, num_labels), columns in `labels_` order: softmax probabilities, or an independent
-        sigmoid score per label for multi-label runs."""
-        return self.kind.scores(self.logits(_as_list(texts)))
+        """Scores (n, num_labels), columns in `labels_` order: softmax probabilities (of the logits divided by
+        `temperature_`, the run's calibration), or an independent sigmoid score per label for multi-label runs
+        (never calibrated: 1.0)."""
+        return self.kind.scores(self.logits(_as_list(texts)) / self.temperature_)
 
     def predict(self, texts: str | Sequence[str]) -> list[str] | str | list[list[str]]:
         """Label names; a single string in gives a single label out. Multi-label runs give a list of the
@@ -186,7 +195,10 @@ def export_merged(run_dir: str | Path, out: str | Path, check_base: bool = True,
 
 
 def load(run_dir: str | Path, check_base: bool = True, **options: Any) -> Predictor:
-    """Shortcut for `Predictor.load` (`options`: batch_size, int8, precision, device)."""
+    """Shortcut for `Predictor.load` (`options`: batch_size, int8, precision, device, calibrate).
+
+    >>> load("runs/emotion-lora", calibrate=False).predict_proba(["great"])  # doctest: +SKIP
+    """
     return Predictor.load(run_dir, check_base=check_base, **options)
 
 

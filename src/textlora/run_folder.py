@@ -37,6 +37,7 @@ FILES = {
     "config": "config.yaml",
     "labels": "labels.json",
     "thresholds": "thresholds.json",
+    "calibration": "calibration.json",
     "predictions": "predictions.npz",
     "loss_log": "loss_log.jsonl",
     "adapter": "adapter",
@@ -395,6 +396,29 @@ class Run:
         """The base model folder (or hub id) to load this run on: its recorded name if it resolves here, else its
         recorded path."""
         return find_base(self.manifest, self.config)
+
+    @cached_property
+    def calibration(self) -> dict[str, Any] | None:
+        """`calibration.json`: {temperature, ece_before, ece_after, applied}, decided on validation at training
+        end (`textlora.calibration.temperature_record`); None for multi-label runs and runs from before it."""
+        return read_json(self.path_of("calibration")) if self.has("calibration") else None
+
+    @cached_property
+    def temperature(self) -> float:
+        """What `predict_proba` divides the logits by: the fitted temperature when training found it lowers
+        validation ECE (`applied`), else 1.0 (also without `calibration.json`).
+
+        Raises:
+            ModelError: calibration.json applies a temperature that is not a finite number > 0.
+        """
+        cal = self.calibration
+        if not cal or not cal.get("applied"):
+            return 1.0
+        t = cal.get("temperature")
+        if not isinstance(t, (int, float)) or isinstance(t, bool) or not 0 < t < float("inf"):
+            raise ModelError(f"{self.path}: calibration.json has temperature {t!r}, expected a finite number > 0; "
+                             "retrain the run, or load it with calibrate=False (CLI: --no-calibrate).")
+        return float(t)
 
     def check_base(self) -> None:
         """Raise ModelError if `base` does not hold the weights this run was trained on (no-op for full runs)."""

@@ -3,22 +3,33 @@ bad trials pruned on the validation metric after each epoch.
 
     textlora sweep --config run.yaml --trials 20                       # sweep folder: <out>-sweep/
     textlora sweep --config run.yaml --trials 10 --range train.lr=1e-5:1e-3:log --range lora.r=4:64:int:log
-    textlora sweep --config run.yaml --trials 5 --storage postgresql://host/db --study-name emo  # per worker
+    textlora sweep --config run.yaml --trials 20 --storage postgresql://host/db --study-name emo  # on each worker
 
 The sweep folder holds `study.db` (Optuna's SQLite storage, unless `--storage` names another database),
-`trials/NNN/` (one run folder per finished trial), `results.md`, `results.html`, `sweep.png` and
-`best.yaml`, the config of the best trial. Rerunning the same command resumes the study: earlier trials
-are kept and `--trials` more are run. Workers on several machines that pass the same `--storage` and
-`--study-name` share one study (Optuna's distributed mode); give each its own `--seed`.
+`trials/NNN/` (one run folder per finished trial, NNN its study-wide trial number), `results.md`,
+`results.html`, `sweep.png` and `best.yaml`, the config of the best trial.
+
+`--trials N` is the size of the study, not of one worker's share: trials are started until the study holds N
+finished ones (complete or pruned: a pruned trial spent its budget too). Rerunning the same command resumes
+the study and runs only what is missing; `--trials` larger than before adds the difference. Workers on several
+machines that pass the same `--storage` and `--study-name` share one study (Optuna's distributed mode; give
+each its own `--seed`): a worker counts the study's trials and starts one under a study-wide lock (PostgreSQL:
+an advisory lock; SQLite: a lock file beside the database), so together they run exactly N, each trial once,
+in its own folder. A worker killed mid-trial leaves a RUNNING trial; on PostgreSQL its heartbeat stops, and
+after `STALE_AFTER_S` the next worker to start a trial marks it FAIL, so a replacement runs.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import hashlib
 import math
 import os
 import socket
 import time
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,9 +131,12 @@ class SweepResult:
 def sweep(cfg: Any, trials: int, out: str | Path | None = None, space: dict[str, Param] | None = None,
           storage: str | None = None, study_name: str = "textlora", seed: int | None = None,
           metric: str | None = None, prune: bool = True, progress: bool = True) -> SweepResult:
-    """Run `trials` Optuna trials of `train` around `cfg` (a RunConfig); write the sweep folder.
+    """Run Optuna trials of `train` around `cfg` (a RunConfig) until the study holds `trials`; write the sweep
+    folder.
 
     Args:
+        trials: finished (complete or pruned) trials the study should hold, over every worker: a resumed study
+            runs only the missing ones.
         out: sweep folder (default `<cfg.out>-sweep`).
         storage: any database URL Optuna accepts; default SQLite `out/study.db`.
         seed: seeds the TPE sampler (default `cfg.train.seed`); offset by the trials already in the study,
@@ -142,12 +156,137 @@ def sweep(cfg: Any, trials: int, out: str | Path | None = None, space: dict[str,
     from textlora.config import METRIC_DIRECTION
 
     direction = "maximize" if METRIC_DIRECTION[metric] > 0 else "minimize"
-    study = _open_study(optuna, storage or f"sqlite:///{(out / 'study.db').resolve()}", study_name, prune, direction)
+    study, rdb = _open_study(optuna, storage or f"sqlite:///{(out / 'study.db').resolve()}", study_name, prune,
+                             direction)
     base_seed = cfg.train.seed if seed is None else seed
     study.sampler = optuna.samplers.TPESampler(seed=base_seed + len(study.trials))
     objective = _objective(optuna, cfg, space, metric, out, prune, progress)
-    study.optimize(objective, n_trials=trials, gc_after_trial=True)
+    while (trial := _reserve_trial(optuna, study, rdb, trials)) is not None:
+        _run_trial(optuna, study, rdb, trial, objective)
     return write_results(study, cfg, space, metric, out)
+
+
+COUNTED = ("COMPLETE", "PRUNED", "RUNNING")
+"""Trial states that count toward `--trials`: finished (complete or pruned) or running. Failed ones do not (the
+error stops its worker; the next worker, or a rerun, runs a trial in its place)."""
+HEARTBEAT_S = 30
+"""How often a running trial tells a shared (non-SQLite) database that its worker is alive."""
+STALE_AFTER_S = 300
+"""A RUNNING trial without a heartbeat for this long belonged to a killed worker: the next reservation marks it
+FAIL, so it stops counting."""
+
+
+def database_url(url: str) -> str:
+    """`url` with a PostgreSQL driver that is installed: SQLAlchemy 2.1 reads a bare `postgresql://` as psycopg 3,
+    while the sweep extra installs psycopg2, so a bare URL uses psycopg2 unless psycopg 3 is there.
+
+    Raises:
+        ImportError: a postgresql:// URL and neither psycopg2 nor psycopg installed.
+    """
+    import importlib.util
+
+    scheme, sep, rest = url.partition("://")
+    if scheme != "postgresql" or importlib.util.find_spec("psycopg") is not None:
+        return url
+    if importlib.util.find_spec("psycopg2") is None:
+        raise ImportError("--storage postgresql://... needs a PostgreSQL driver: pip install 'textlora[sweep]' "
+                          "(or pip install psycopg2-binary).")
+    return f"postgresql+psycopg2{sep}{rest}"
+
+
+def _reserve_trial(optuna: Any, study: Any, rdb: Any, trials: int) -> Any | None:
+    """Start the next trial (Optuna's ask) if the study holds fewer than `trials` finished or running ones, else
+    None. Counting and starting happen under one study-wide lock: otherwise two workers could both start the
+    last trial (optuna's MaxTrialsCallback only stops a worker after its trial, so k workers can overshoot by
+    k - 1)."""
+    if rdb.heartbeat_interval:
+        with warnings.catch_warnings():  # experimental in optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+    states = tuple(getattr(optuna.trial.TrialState, s) for s in COUNTED)
+    with _study_lock(rdb.engine, study.study_name):
+        if len(study.get_trials(deepcopy=False, states=states)) >= trials:
+            return None
+        with warnings.catch_warnings():  # optuna expects a heartbeat under study.optimize: _heartbeat gives it one
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            return study.ask()  # a RUNNING trial with the next study-wide number: its run folder is trials/NNN
+
+
+def _run_trial(optuna: Any, study: Any, rdb: Any, trial: Any, objective: Any) -> None:
+    """Run `objective` on `trial` and tell the study how it ended (as `study.optimize` would); an error marks the
+    trial FAIL and is raised."""
+    import gc
+
+    with _heartbeat(rdb, trial._trial_id):
+        try:
+            value = objective(trial)
+        except optuna.TrialPruned:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        except BaseException:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
+        else:
+            study.tell(trial, value)
+    gc.collect()  # as study.optimize(gc_after_trial=True): a trial's model is freed before the next one
+
+
+@contextlib.contextmanager
+def _heartbeat(rdb: Any, trial_id: int) -> Iterator[None]:
+    """While a trial runs, record its heartbeat in a shared database every `heartbeat_interval` seconds (a
+    background thread); nothing for SQLite."""
+    if not rdb.heartbeat_interval:
+        yield
+        return
+    import threading
+
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.is_set():
+            rdb.record_heartbeat(trial_id)
+            stop.wait(rdb.heartbeat_interval)
+
+    thread = threading.Thread(target=beat, name="textlora-sweep-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+@contextlib.contextmanager
+def _study_lock(engine: Any, study_name: str) -> Iterator[None]:
+    """Hold a lock every worker of the study sees: a PostgreSQL advisory lock (the server releases it if the
+    worker dies), or for SQLite an flock on `<database>.lock` (SQLite is one machine's file anyway).
+
+    Raises:
+        ConfigError: a database other than PostgreSQL or SQLite.
+    """
+    key = int.from_bytes(hashlib.sha256(f"textlora-sweep:{study_name}".encode()).digest()[:8], "big", signed=True)
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy import text
+
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        return
+    if engine.dialect.name == "sqlite":
+        if engine.url.database in (None, "", ":memory:"):  # one process's memory: no other worker can share it
+            yield
+            return
+        import fcntl
+
+        with open(f"{engine.url.database}.lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes, also if the worker dies
+            yield
+        return
+    raise ConfigError(f"--storage {engine.url.drivername}://...: a sweep shares its study through PostgreSQL or a "
+                      "SQLite file only (it locks the study to run exactly --trials); use postgresql://... or "
+                      "sqlite:///PATH.")
 
 
 def _import_optuna() -> Any:
@@ -159,16 +298,23 @@ def _import_optuna() -> Any:
     return optuna
 
 
-def _open_study(optuna: Any, url: str, name: str, prune: bool, direction: str = "maximize", attempts: int = 5) -> Any:
-    """Create or load the study. Workers starting together race to create the tables and the study,
-    and SQLite answers the loser with an error, so try again after a pause."""
-    kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
+def _open_study(optuna: Any, url: str, name: str, prune: bool, direction: str = "maximize",
+                attempts: int = 5) -> tuple[Any, Any]:
+    """Create or load the study; returns it and its `RDBStorage`. Workers starting together race to create the tables and the study,
+    and SQLite answers the loser with an error, so try again after a pause. A shared database gets a heartbeat
+    per running trial, so a killed worker's trial can be told apart from a live one (`STALE_AFTER_S`)."""
+    url = database_url(url)
+    sqlite = url.startswith("sqlite")
+    kwargs = {"connect_args": {"timeout": 120}} if sqlite else {"pool_pre_ping": True}
+    beat = {} if sqlite else {"heartbeat_interval": HEARTBEAT_S, "grace_period": STALE_AFTER_S}
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0) if prune else optuna.pruners.NopPruner()
     for attempt in range(attempts):
         try:
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+            with warnings.catch_warnings():  # the heartbeat is experimental in optuna
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **beat)
             return optuna.create_study(study_name=name, storage=storage, direction=direction, pruner=pruner,
-                                       load_if_exists=True)
+                                       load_if_exists=True), storage
         except Exception:  # sqlalchemy's OperationalError/IntegrityError, wrapped differently by versions
             if attempt == attempts - 1:
                 raise

@@ -206,6 +206,9 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
     if prep.thresholds is not None:
         metrics["thresholds"] = dict(zip(data.label_map.labels, prep.thresholds.tolist()))
     metrics.update({s: _metrics(logits[s], prep, s) for s in ("validation", "test")})
+    calibration = prep.kind.calibration(logits["validation"], prep.y["validation"])  # multi-label: None
+    if calibration is not None:
+        metrics["calibration"] = calibration
     metrics["history"] = history
     metrics["best_epoch"] = best_epoch
     say(f"best epoch {best_epoch}: validation {_fmt(metrics['validation'])}")
@@ -223,6 +226,8 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
         write_json(path_of(tmp, "metrics"), metrics)
         if prep.thresholds is not None:
             write_json(path_of(tmp, "thresholds"), metrics["thresholds"])
+        if calibration is not None:  # the temperature predict and serve apply (run_folder.Run.temperature)
+            write_json(path_of(tmp, "calibration"), calibration)
         write_predictions(tmp, logits, {s: _targets(prep, s).numpy() for s in logits})
         manifest = _manifest(cfg, data, base.path, base.new_modules, params, train_seconds,
                              time.time() - started, len(prep.y["train"]) * len(history))

@@ -7,11 +7,11 @@
 | `options.py` | `ServeOptions`: address, limits, batching |
 | `registry.py` | `Registry`: the runs, loaded once; runs on one base share it |
 | `batching.py` | `MicroBatcher`: concurrent requests for one model -> one forward pass |
-| `metrics.py` | Prometheus text format |
+| `metrics.py` | Prometheus metrics (`prometheus_client`, a registry per app) |
 | `app.py` | FastAPI routes and schemas (the only module importing FastAPI) |
 | `header_timeout.py` | uvicorn's h11 protocol with a deadline for request headers (slow clients) |
 
-FastAPI and uvicorn come with the `serve` extra: `pip install "textlora[serve]"`.
+FastAPI, uvicorn and prometheus_client come with the `serve` extra: `pip install "textlora[serve]"`.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def serve(runs: Sequence[str], options: ServeOptions) -> None:
 
         torch.set_num_threads(options.threads)
     registry = Registry.load([RunSpec.parse(r) for r in runs], check_base=options.check_base,
-                             precision=options.precision, device=options.device)
+                             precision=options.precision, device=options.device, calibrate=options.calibrate)
     app = build_app(registry, options)
     print(f"serving {registry.names} on http://{options.host}:{options.port} "
           f"(batching {'on, max wait ' + str(options.max_wait_ms) + ' ms' if options.batching else 'off'}, "
@@ -53,6 +53,7 @@ def serve(runs: Sequence[str], options: ServeOptions) -> None:
 def _require_server_deps():
     try:
         import fastapi  # noqa: F401
+        import prometheus_client  # noqa: F401
         import uvicorn
     except ImportError as e:
         raise ImportError(f"textlora serve needs the package {e.name!r}, which is not installed. "

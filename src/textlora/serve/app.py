@@ -5,7 +5,7 @@
 | `POST /v1/classify` | `{"model": NAME, "texts": [...]}` -> per text the label(s) and per-label scores |
 | `GET /v1/models` | each served run: name, base, labels, method, metrics |
 | `GET /healthz`, `HEAD /healthz` | 200 once every run is loaded |
-| `GET /metrics` | Prometheus text: requests, latency histogram, batch sizes |
+| `GET /metrics` | Prometheus text (`metrics.py`): requests, latency, batch sizes, queue depth, in-flight texts |
 | `GET /openapi.json` | the OpenAPI schema (limits included as maxItems / maxLength) |
 | `GET /`, `HEAD /` | a page to try the runs in a browser (`page.py`); not in the schema |
 
@@ -37,7 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from textlora.errors import TextloraError
 from textlora.heads import KINDS, LabelKind
 from textlora.serve.batching import MicroBatcher, ServerBusy
-from textlora.serve.metrics import ServerMetrics
+from textlora.serve.metrics import CONTENT_TYPE, ServerMetrics
 from textlora.serve.options import ServeOptions
 from textlora.serve.page import HEADERS as PAGE_HEADERS
 from textlora.serve.page import PAGE
@@ -58,7 +58,8 @@ class Prediction(BaseModel):
     label: str = Field(description="The highest-scoring label.")
     labels: list[str] = Field(description="Predicted labels: [label], or every label scoring at or over "
                                            "its threshold (multi-label; GET /v1/models gives them).")
-    scores: dict[str, float] = Field(description="Score per label: softmax, or per-label sigmoid (multi-label).")
+    scores: dict[str, float] = Field(description="Score per label: softmax (of the logits divided by the run's "
+                                                 "temperature), or per-label sigmoid (multi-label).")
 
 
 class ClassifyResponse(BaseModel):
@@ -76,6 +77,8 @@ class ModelInfo(BaseModel):
     metrics: dict[str, Any] = Field(description="Validation and test metrics recorded at training time.")
     thresholds: dict[str, float] | None = Field(None, description="Multi-label runs: each label's decision "
                                                                    "threshold (tuned on validation); null otherwise.")
+    temperature: float = Field(1.0, description="The logits are divided by it before the softmax: the run's "
+                                                "calibration (1.0: none, or the server runs with --no-calibrate).")
 
 
 class ModelsResponse(BaseModel):
@@ -105,6 +108,7 @@ def build_app(registry: Registry, options: ServeOptions, metrics: ServerMetrics 
     metrics = metrics or ServerMetrics()
     batcher = MicroBatcher(registry.scores, registry.names, options.max_batch, options.max_wait_ms / 1000,
                            options.batching, metrics.observe_batch, max_queue=options.max_queue)
+    metrics.watch_queue(lambda: max(0, batcher.queued - batcher.running), lambda: batcher.running)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -147,7 +151,7 @@ def build_app(registry: Registry, options: ServeOptions, metrics: ServerMetrics 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus() -> PlainTextResponse:
         """Prometheus text format."""
-        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE)
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)  # for people, not a model-facing API
     async def page() -> HTMLResponse:
@@ -315,6 +319,7 @@ class RequestMetrics:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         start, status, gone = time.perf_counter(), None, False
+        self.metrics.in_progress.inc()
 
         async def receive_and_watch() -> dict:
             nonlocal gone
@@ -335,6 +340,7 @@ class RequestMetrics:
                 await JSONResponse({"detail": _SERVER_ERROR}, status_code=500)(scope, receive, send_and_record)
             raise
         finally:
+            self.metrics.in_progress.dec()
             if status is None:
                 status = CLIENT_CLOSED if gone else 500
             path = scope.get("path", "")

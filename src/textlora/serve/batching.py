@@ -60,6 +60,8 @@ class MicroBatcher:
         self.max_batch, self.max_wait, self.enabled, self.max_queue = max_batch, max_wait, enabled, max_queue
         self.queued = 0
         """Texts submitted and not yet answered (waiting or in a forward pass)."""
+        self.running = 0
+        """Texts in the forward pass running now (one pass at a time: there is one inference thread)."""
         self.on_batch = on_batch or (lambda model, texts, requests: None)
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="textlora-infer")
         self._queues: dict[str, asyncio.Queue[_Pending]] = {}
@@ -100,12 +102,20 @@ class MicroBatcher:
     async def _submit(self, model: str, texts: list[str]) -> np.ndarray:
         loop = asyncio.get_running_loop()
         if not self.enabled:
-            scores = await loop.run_in_executor(self._executor, self.infer, model, texts)
+            scores = await loop.run_in_executor(self._executor, self._infer, model, texts)
             self.on_batch(model, len(texts), 1)
             return scores
         pending = _Pending(texts, loop.create_future())
         self._queues[model].put_nowait(pending)
         return await pending.future
+
+    def _infer(self, model: str, texts: list[str]) -> np.ndarray:
+        """`infer` on the inference thread, with `running` set while it runs."""
+        self.running = len(texts)
+        try:
+            return self.infer(model, texts)
+        finally:
+            self.running = 0
 
     async def _work(self, model: str) -> None:
         queue = self._queues[model]
@@ -150,7 +160,7 @@ class MicroBatcher:
         texts = [t for p in live for t in p.texts]
         loop = asyncio.get_running_loop()
         try:
-            scores = await loop.run_in_executor(self._executor, self.infer, model, texts)
+            scores = await loop.run_in_executor(self._executor, self._infer, model, texts)
         except Exception as e:  # noqa: BLE001 - handed to the request(s) it belongs to, which report it
             if len(live) == 1:
                 _fail(live, e)

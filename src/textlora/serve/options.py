@@ -38,6 +38,9 @@ class ServeOptions:
     """torch CPU threads for inference; None keeps torch's default (one per core)."""
     check_base: bool = True
     """Verify each base model's weight sha256 against the runs' manifests."""
+    calibrate: bool = True
+    """Scores of each run divided by the temperature its training recorded as lowering validation ECE
+    (`calibration.json`); off: raw softmax scores. The chosen labels are the same either way."""
     precision: Precision = "fp32"
     """'bf16' / 'fp16' (GPU only): forward passes under autocast, faster where the hardware has it (CPUs with AMX or
     AVX512-BF16, GPUs) and slightly less exact; 'auto' the device's fastest (`textlora.model.precision`)."""

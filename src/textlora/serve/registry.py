@@ -114,6 +114,7 @@ class ServedRun:
             "multi_label": self.multi_label,
             "metrics": self.metrics,
             "thresholds": dict(zip(self.labels, self.thresholds)) if self.thresholds is not None else None,
+            "temperature": self.predictor.temperature_,
         }
 
 
@@ -130,8 +131,9 @@ class Registry:
 
     @classmethod
     def load(cls, specs: Sequence[RunSpec], check_base: bool = True, precision: str = "fp32",
-             device: str = "auto") -> Registry:
-        """Load every run onto `device`; runs on the same base share one copy of it.
+             device: str = "auto", calibrate: bool = True) -> Registry:
+        """Load every run onto `device`; runs on the same base share one copy of it. With `calibrate`, each run's
+        scores use the temperature its training recorded as lowering validation ECE (`Predictor`).
 
         Raises:
             ConfigError: two runs have the same name, no run was given, or the device or precision is not available.
@@ -151,7 +153,8 @@ class Registry:
                   batch_size=devices.EVAL_BATCH["cuda"] if where.type == "cuda" else cls.batch_size)
         shared: dict[tuple[str, str | None, bool], Any] = {}
         for spec in specs:
-            reg.runs[spec.name] = _load_run(spec, shared, check_base, where, reg.batch_size, reg.precision)
+            reg.runs[spec.name] = _load_run(spec, shared, check_base, where, reg.batch_size, reg.precision,
+                                            calibrate)
         from textlora.model.precision import warn_if_emulated
 
         warn_if_emulated(reg.precision, where.type)
@@ -187,7 +190,8 @@ def tight_batches(lengths: Sequence[int], max_rows: int, max_padding: float = 0.
 
 
 def _load_run(spec: RunSpec, shared: dict[tuple[str, str | None, bool], Any], check_base: bool,
-              device: Any = None, batch_size: int | None = None, precision: str = "fp32") -> ServedRun:
+              device: Any = None, batch_size: int | None = None, precision: str = "fp32",
+              calibrate: bool = True) -> ServedRun:
     """A `Predictor` for one run on `device`: over the shared base of its group when it is a lora or head run."""
     from functools import partial
 
@@ -199,6 +203,8 @@ def _load_run(spec: RunSpec, shared: dict[tuple[str, str | None, bool], Any], ch
     from textlora.run_folder import Run
 
     run = Run.open(spec.path)
+    if calibrate:
+        run.temperature  # noqa: B018 - a broken calibration.json fails before any model loads
     if run.method == "full":
         model, tokenizer = load_model(run.path, run.method, "", run.labels, run.config.model.attn_implementation)
         model.to(device or "cpu")
@@ -218,7 +224,8 @@ def _load_run(spec: RunSpec, shared: dict[tuple[str, str | None, bool], Any], ch
             base.add_head(spec.name, run.path)
         tokenizer = load_tokenizer(str(run.path_of("tokenizer") if run.path_of("tokenizer").is_dir() else run.base))
         model, select = base.model, partial(base.activate, spec.name)
-    predictor = Predictor(run, model, tokenizer, batch_size, precision, batching=tight_batches, select=select)
+    predictor = Predictor(run, model, tokenizer, batch_size, precision, batching=tight_batches, select=select,
+                          calibrate=calibrate)
     return ServedRun(spec.name, predictor, _summary(run))
 
 
