@@ -9,7 +9,9 @@ import torch.nn.functional as F
 from conftest import make_rows, tiny_config, write_jsonl
 from test_multilabel import multilabel_rows
 
+from textlora import cli
 from textlora import train as train_module
+from textlora.cli import build_parser, config_from_args
 from textlora.config import RunConfig, TrainConfig
 from textlora.errors import ConfigError
 from textlora.heads import MultiLabel, SingleLabel
@@ -180,3 +182,16 @@ def test_multi_label_balanced_training_records_pos_weight(tiny_models, tmp_path)
     # of 60 rows, cycling pos, neg, neu, pos+neu, neg+neu: pos 24, neg 24, neu 36 positives
     assert result.metrics["loss_fn"] == {"loss": "ce", "pos_weight": pytest.approx(
         {"neg": 36 / 24, "neu": 24 / 36, "pos": 36 / 24})}
+
+
+def test_the_cli_flags_set_the_loss_and_name_an_unknown_label(tiny_models, tiny_data, tmp_path, capsys):
+    args = build_parser().parse_args(["train", "--data", str(tiny_data), "--loss", "focal",
+                                      "--class-weights", "{pos: 2, neu: 0.5}", "train.focal_gamma=1"])
+    tc = config_from_args(args).train
+    assert (tc.loss, tc.focal_gamma, tc.class_weights) == ("focal", 1.0, {"pos": 2, "neu": 0.5})
+    assert config_from_args(build_parser().parse_args(["train", "--class-weights", "balanced"])).train.class_weights \
+        == "balanced"
+    code = cli.main(["train", "--data", str(tiny_data), "--model", str(tiny_models["bert"]), "--out",
+                     str(tmp_path / "run"), "--quiet", "--max-length", "32", "--class-weights", "{happy: 2}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("error: train.class_weights names label(s) ['happy']")
