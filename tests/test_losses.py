@@ -23,6 +23,8 @@ from textlora.losses import (
     sigmoid_focal,
     softmax_focal,
 )
+from textlora.render import _cell
+from textlora.report import load_run, render_report
 from textlora.train import train
 
 LABELS = ["a", "b", "c"]
@@ -171,6 +173,9 @@ def test_balanced_training_records_its_weights(tiny_models, tmp_path):
     assert recorded["loss"] == "focal" and recorded["focal_gamma"] == 2.0
     assert recorded["class_weights"] == pytest.approx(expected)
     assert recorded["class_weights"]["neu"] > 1 > recorded["class_weights"]["pos"]
+    page = render_report(load_run(result.out))
+    assert "<th>loss weight (class_weights)</th>" in page
+    assert f"<td>{_cell(recorded['class_weights']['neu'])}</td></tr>" in page
 
 
 def test_multi_label_balanced_training_records_pos_weight(tiny_models, tmp_path):
@@ -182,6 +187,7 @@ def test_multi_label_balanced_training_records_pos_weight(tiny_models, tmp_path)
     # of 60 rows, cycling pos, neg, neu, pos+neu, neg+neu: pos 24, neg 24, neu 36 positives
     assert result.metrics["loss_fn"] == {"loss": "ce", "pos_weight": pytest.approx(
         {"neg": 36 / 24, "neu": 24 / 36, "pos": 36 / 24})}
+    assert "<th>loss weight (pos_weight)</th>" in render_report(load_run(result.out))
 
 
 def test_the_cli_flags_set_the_loss_and_name_an_unknown_label(tiny_models, tiny_data, tmp_path, capsys):
