@@ -26,7 +26,7 @@ from textlora.losses import (
     Loss,
     balanced_class_weights,
     balanced_pos_weights,
-    given_weights,
+    resolve_weights,
     sigmoid_focal,
     softmax_focal,
 )
@@ -68,9 +68,8 @@ class SingleLabel:
     def loss_fn(self, tc: TrainConfig, targets: torch.Tensor) -> Loss:
         """The training loss per `tc.loss`, `tc.focal_gamma` and `tc.class_weights`: cross-entropy or softmax
         focal, with per-class weights ("balanced": n / (k * count) of the training targets (n,))."""
-        weights = {"none": lambda: None, "balanced": lambda: balanced_class_weights(targets.numpy(), len(self.labels))}
-        w = weights[tc.class_weights]() if isinstance(tc.class_weights, str) else given_weights(tc.class_weights,
-                                                                                                 self.labels)
+        w = resolve_weights(tc.class_weights, self.labels,
+                            lambda: balanced_class_weights(targets.numpy(), len(self.labels)))
         return Loss(softmax_focal, self.labels, tc.loss, tc.focal_gamma if tc.loss == "focal" else 0.0, w)
 
     def targets(self, ids: Sequence[int]) -> torch.Tensor:
@@ -137,9 +136,7 @@ class MultiLabel:
         """The training loss per `tc.loss`, `tc.focal_gamma` and `tc.class_weights`: binary cross-entropy or sigmoid
         focal, with a `pos_weight` per label ("balanced": negatives / positives in the training targets (n, k),
         clipped, see `textlora.losses.MAX_POS_WEIGHT`)."""
-        weights = {"none": lambda: None, "balanced": lambda: balanced_pos_weights(targets.numpy())}
-        w = weights[tc.class_weights]() if isinstance(tc.class_weights, str) else given_weights(tc.class_weights,
-                                                                                                 self.labels)
+        w = resolve_weights(tc.class_weights, self.labels, lambda: balanced_pos_weights(targets.numpy()))
         return Loss(sigmoid_focal, self.labels, tc.loss, tc.focal_gamma if tc.loss == "focal" else 0.0, w,
                     "pos_weight")
 

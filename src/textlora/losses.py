@@ -21,7 +21,7 @@ The label kind (`textlora.heads`) builds its loss from `train.loss`, `train.foca
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -58,6 +58,15 @@ def balanced_pos_weights(multi_hot: np.ndarray) -> np.ndarray:
 def given_weights(weights: Mapping[str, float], labels: Sequence[str]) -> np.ndarray:
     """The weight of each of `labels` from a {label: weight} mapping; labels it leaves out weigh 1."""
     return np.array([float(weights.get(label, 1.0)) for label in labels], dtype=np.float64)
+
+
+def resolve_weights(class_weights: str | Mapping[str, float], labels: Sequence[str],
+                    balanced: Callable[[], np.ndarray]) -> np.ndarray | None:
+    """The weight per label that `train.class_weights` asks for: None for 'none', `balanced()` for 'balanced',
+    else the mapping's (`given_weights`)."""
+    if class_weights == "none":
+        return None
+    return balanced() if class_weights == "balanced" else given_weights(class_weights, labels)
 
 
 def check_class_weights(class_weights: str | Mapping[str, float], labels: Sequence[str]) -> None:
@@ -123,7 +132,8 @@ class Loss:
     weights: np.ndarray | None = None
     weights_name: str = "class_weights"
     """What `weights` are called in the record: class_weights or pos_weight."""
-    _tensor: Any = None
+    _tensor: Any = field(default=None, repr=False, compare=False)
+    """`weights` as a tensor where the logits are (set by `to`)."""
 
     def to(self, device: torch.device | str) -> Loss:
         """This loss with its weights as a float tensor on `device` (where the logits are)."""
