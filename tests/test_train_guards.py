@@ -9,9 +9,10 @@ import torch
 from conftest import make_rows, tiny_config, write_jsonl
 
 from textlora import cli
-from textlora import train as train_module
 from textlora.checkpoint import checkpoint_dir
 from textlora.errors import ConfigError, TextloraError
+from textlora.heads import SingleLabel
+from textlora.losses import Loss
 from textlora.train import train
 
 
@@ -19,12 +20,12 @@ def _nan_from_step(step, monkeypatch):
     """Make the single-label loss NaN from the `step`-th call on (the steps before train normally)."""
     calls = []
 
-    def loss(logits, y):
+    def loss(logits, y, gamma, weight):
         calls.append(1)
         value = torch.nn.functional.cross_entropy(logits, y)
         return value * float("nan") if len(calls) >= step else value
 
-    monkeypatch.setitem(train_module._LOSSES, False, loss)
+    monkeypatch.setattr(SingleLabel, "loss_fn", lambda self, tc, targets: Loss(loss, self.labels))
 
 
 def test_a_non_finite_loss_stops_training_and_writes_no_run(tiny_models, tiny_data, tmp_path, monkeypatch):

@@ -20,6 +20,14 @@ from textlora.config import METRIC_DIRECTION, Precision, config_docs, field_docs
 from textlora.errors import TextloraError
 from textlora.serve.options import ServeOptions
 
+
+def _yaml_value(text: str) -> Any:
+    """A flag value read as YAML, as `key=value` overrides are: `balanced`, or a mapping `{love: 3, surprise: 5}`."""
+    from textlora.config import parse_overrides
+
+    return parse_overrides([f"value={text}"])["value"]
+
+
 # flag -> dotted config key; the flag's help is the field's docstring in config.py
 TRAIN_FLAGS = {
     "--data": ("data.path", str), "--text-column": ("data.text_column", str),
@@ -33,7 +41,9 @@ TRAIN_FLAGS = {
     "--epochs": ("train.epochs", int), "--lr": ("train.lr", float), "--batch-size": ("train.batch_size", int),
     "--weight-decay": ("train.weight_decay", float), "--seed": ("train.seed", int),
     "--precision": ("train.precision", str), "--device": ("train.device", str), "--out": ("out", str),
+    "--loss": ("train.loss", str), "--class-weights": ("train.class_weights", _yaml_value),
 }
+
 
 
 DEVICE_HELP = "auto (a CUDA GPU when there is one, else the CPU), cpu, cuda or cuda:N"

@@ -32,6 +32,9 @@ DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 """What a device setting may say (`textlora.device` resolves it)."""
 AttnImplementation = Literal["sdpa", "eager", "flash_attention_2"]
 SelectMetric = Literal["accuracy", "f1_macro", "loss"]
+LossName = Literal["ce", "focal"]
+ClassWeights = str | dict[str, float]
+"""'none', 'balanced' or {label: weight}; checked by `_class_weights_problem`."""
 METRIC_DIRECTION: dict[str, int] = {"accuracy": 1, "f1_macro": 1, "loss": -1}
 """Which way each selectable validation metric improves: +1 higher is better, -1 lower is better."""
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -171,8 +174,23 @@ class TrainConfig:
     """Steps between checkpoints (one is also written at each epoch end); 0: epoch ends only."""
     keep_checkpoints: int = 2
     """How many of the newest checkpoints to keep while training."""
+    loss: LossName = "ce"
+    """Training loss: ce (cross-entropy; binary per label for multi-label) or focal (Lin et al. 2017: the loss of
+    each example times (1 - p_t)^focal_gamma, softmax for single-label, sigmoid per label for multi-label)."""
+    focal_gamma: float = 2.0
+    """Focal loss focusing parameter (>= 0; 0 is the plain loss); used when train.loss is focal."""
+    class_weights: ClassWeights = "none"
+    """Loss weights for imbalanced labels, from the training split: none; balanced (single-label: n / (k * count) per
+    class; multi-label: BCE pos_weight = negatives / positives per label, clipped to [0.01, 100]); or a mapping
+    {label: weight} (multi-label: the pos_weight per label); labels it leaves out weigh 1. The run records the
+    resolved weights in metrics.json (loss_fn)."""
 
     def __post_init__(self) -> None:
+        if self.class_weights is None:  # `class_weights: null` in YAML
+            self.class_weights = "none"
+        if isinstance(self.class_weights, dict):  # YAML reads a label `1` as an int key
+            self.class_weights = {k if isinstance(k, str) or isinstance(k, bool) else str(k): v
+                                  for k, v in self.class_weights.items()}
         validate(self, "train")
 
     def resolved_gradient_checkpointing(self, method: str) -> bool:
@@ -380,6 +398,7 @@ LIMITS: dict[str, Range] = {
     "train.warmup_ratio": _FRACTION, "train.max_grad_norm": _POSITIVE,
     "train.seed": _SEED, "train.num_threads": Range(1, 1024), "train.trim_memory_every": Range(0, 2**31 - 1),
     "train.checkpoint_every": Range(0, 2**31 - 1), "train.keep_checkpoints": _COUNT,
+    "train.focal_gamma": Range(0, 100),  # (1 - p)^gamma underflows to 0 long before 100
 }
 """The range of every numeric field, by dotted key; `validate` checks them (and that floats are finite)."""
 NON_EMPTY = {"data.text_column", "data.label_column", "data.text_pair_column", "data.label_sep", "model.name", "out"}
@@ -413,6 +432,8 @@ def validate(cfg: Any, section: str) -> None:
 
 def _expected(key: str, value: Any, hint: Any) -> str | None:
     """What `key` accepts when `value` is not that, else None."""
+    if hint == ClassWeights:
+        return _class_weights_problem(value)
     args = typing.get_args(hint)
     nullable = type(None) in args
     if nullable:
@@ -437,6 +458,17 @@ def _expected(key: str, value: Any, hint: Any) -> str | None:
         kind = "a non-empty string" if key in NON_EMPTY else kind + (f" {limit}" if limit else "")
         ok = _is(value, hint) and (limit is None or value in limit)
     return None if ok else kind + (" or null" if nullable else "")
+
+
+def _class_weights_problem(value: Any) -> str | None:
+    """What a `train.class_weights` value must be when `value` is not that, else None. Whether a mapping's labels
+    are the data's is checked once the data is read (`textlora.losses.check_class_weights`)."""
+    if isinstance(value, str):
+        return None if value in ("none", "balanced") else "none, balanced or a mapping {label: weight}"
+    if isinstance(value, dict) and value and all(isinstance(k, str) and k for k in value):
+        bad = [k for k, w in value.items() if not (_is(w, float) and w > 0)]
+        return f"a mapping of labels to finite numbers > 0 (not {bad[0]!r}: {value[bad[0]]!r})" if bad else None
+    return "none, balanced or a non-empty mapping {label: weight}"
 
 
 def _is(value: Any, hint: Any) -> bool:

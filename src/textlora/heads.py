@@ -22,6 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from textlora.losses import (
+    Loss,
+    balanced_class_weights,
+    balanced_pos_weights,
+    resolve_weights,
+    sigmoid_focal,
+    softmax_focal,
+)
 from textlora.metrics import (
     binary_cross_entropy,
     classification_metrics,
@@ -36,6 +44,7 @@ from textlora.metrics import (
 if TYPE_CHECKING:
     import torch
 
+    from textlora.config import TrainConfig
     from textlora.data.labels import LabelMap
 
 
@@ -55,6 +64,13 @@ class SingleLabel:
         import torch.nn.functional as F
 
         return F.cross_entropy(logits, targets)
+
+    def loss_fn(self, tc: TrainConfig, targets: torch.Tensor) -> Loss:
+        """The training loss per `tc.loss`, `tc.focal_gamma` and `tc.class_weights`: cross-entropy or softmax
+        focal, with per-class weights ("balanced": n / (k * count) of the training targets (n,))."""
+        w = resolve_weights(tc.class_weights, self.labels,
+                            lambda: balanced_class_weights(targets.numpy(), len(self.labels)))
+        return Loss(softmax_focal, self.labels, tc.loss, tc.focal_gamma if tc.loss == "focal" else 0.0, w)
 
     def targets(self, ids: Sequence[int]) -> torch.Tensor:
         """Training targets on the host: the class ids (n,) as a long tensor."""
@@ -100,7 +116,7 @@ class SingleLabel:
 
         return temperature_record(logits, ids)
 
-    def output_rates(self, targets: torch.Tensor) -> None:
+    def output_rates(self, targets: torch.Tensor, weights: np.ndarray | None = None) -> None:
         """Rates to start the new head's bias at: none, the softmax head keeps its initialisation."""
         return None
 
@@ -122,6 +138,14 @@ class MultiLabel:
         import torch.nn.functional as F
 
         return F.binary_cross_entropy_with_logits(logits, targets)
+
+    def loss_fn(self, tc: TrainConfig, targets: torch.Tensor) -> Loss:
+        """The training loss per `tc.loss`, `tc.focal_gamma` and `tc.class_weights`: binary cross-entropy or sigmoid
+        focal, with a `pos_weight` per label ("balanced": negatives / positives in the training targets (n, k),
+        clipped, see `textlora.losses.MAX_POS_WEIGHT`)."""
+        w = resolve_weights(tc.class_weights, self.labels, lambda: balanced_pos_weights(targets.numpy()))
+        return Loss(sigmoid_focal, self.labels, tc.loss, tc.focal_gamma if tc.loss == "focal" else 0.0, w,
+                    "pos_weight")
 
     def targets(self, ids: Sequence[Sequence[int]]) -> torch.Tensor:
         """Training targets on the host: a float multi-hot matrix (n, k)."""
@@ -170,10 +194,12 @@ class MultiLabel:
         top-label ECE a temperature is fitted for does not measure independent per-label sigmoids."""
         return None
 
-    def output_rates(self, targets: torch.Tensor) -> np.ndarray:
+    def output_rates(self, targets: torch.Tensor, weights: np.ndarray | None = None) -> np.ndarray:
         """Each label's rate in the training targets: its sigmoid starts there, not at 0.5
-        (see `textlora.model.adapters.init_output_bias`)."""
-        return targets.numpy().mean(axis=0)
+        (see `textlora.model.adapters.init_output_bias`). With a `pos_weight` per label (`weights`) the rate that
+        minimises the weighted loss, w p / (w p + 1 - p): 0.5 for balanced weights."""
+        p = targets.numpy().mean(axis=0)
+        return p if weights is None else weights * p / (weights * p + 1.0 - p)
 
 
 LabelKind = SingleLabel | MultiLabel

@@ -151,7 +151,18 @@ def _per_class_section(metrics: dict[str, Any]) -> str:
         rows.append([name, r["support"], r["precision"], r["recall"], r["f1"],
                      val.get("per_class", {}).get(name, {}).get("f1"), base.get(name, {}).get("f1")])
     headers = ["label", "support (test)", "precision", "recall", "F1", "F1 validation", "F1 base"]
-    return html_table(headers, rows, table_id="per-class")
+    return _with_loss_weights(metrics, headers, rows, "per-class")
+
+
+def _with_loss_weights(metrics: dict[str, Any], headers: list[str], rows: list[list], table_id: str) -> str:
+    """The per-label table, with a column of the training loss's weights when the run used any
+    (`train.class_weights`, recorded as `loss_fn` in metrics.json)."""
+    loss = metrics.get("loss_fn") or {}
+    name = "class_weights" if loss.get("class_weights") else "pos_weight" if loss.get("pos_weight") else None
+    if name is None:
+        return html_table(headers, rows, table_id=table_id)
+    rows = [[*r, loss[name].get(r[0])] for r in rows]
+    return html_table([*headers, f"loss weight ({name})"], rows, table_id=table_id)
 
 
 def _confusion_section(metrics: dict[str, Any]) -> str:
@@ -331,7 +342,7 @@ def _multilabel_section(run: RunView) -> str:
             for j, name in enumerate(run.labels)]
     rows.append(["macro", int(support.sum()), None, float(f1.mean()), float(f1_half.mean())])
     headers = ["label", "support (test)", "threshold (fitted on validation)", "F1 test", "F1 test at 0.5"]
-    return html_table(headers, rows, table_id="per-label")
+    return _with_loss_weights(run.metrics, headers, rows, "per-label")
 
 
 _KIND_SECTIONS = {  # by label kind: the sections before and after the training curves

@@ -35,7 +35,8 @@ from textlora.config import METRIC_DIRECTION, RunConfig, TrainConfig
 from textlora.data.batching import Encoded, collate, encode_for, train_batches
 from textlora.data.splits import Dataset, load_dataset
 from textlora.errors import ConfigError, TrainingError
-from textlora.heads import KINDS, LabelKind, kind_of
+from textlora.heads import LabelKind, kind_of
+from textlora.losses import Loss, check_class_weights
 from textlora.memory import peak_rss_mb, release_free_memory
 from textlora.metrics import headline
 from textlora.model.adapters import (
@@ -152,6 +153,7 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
 
     check_model(cfg.model.name, cfg.model.max_length)  # before reading data: is --model a model, --max-length in it?
     data = load_dataset(cfg.data)
+    check_class_weights(cfg.train.class_weights, data.label_map.labels)  # a {label: weight} names known labels
     say(f"data: {data.describe()}  labels: {data.label_map.labels}")
     torch.manual_seed(cfg.train.seed)  # the fresh head's init
     base = load_base(cfg.model.name, data.label_map, cfg.model.attn_implementation,
@@ -163,7 +165,13 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
     if cfg.model.long_text == "windows":
         say("windows: " + ", ".join(f"{s} {len(data.splits()[s])} texts -> {len(prep.enc[s])} windows"
                                     for s in ("train", "validation", "test")))
-    rates = prep.kind.output_rates(_targets(prep, "train"))  # multi-label: each sigmoid starts at its label's rate
+    train_targets = _targets(prep, "train")
+    loss = prep.kind.loss_fn(cfg.train, train_targets)  # any class weights come from the training split only
+    if loss.weights is not None:
+        say(f"loss: {loss.name}  {loss.weights_name}: "
+            + ", ".join(f"{k} {v:.3g}" for k, v in loss.describe()[loss.weights_name].items()))
+    # multi-label: each sigmoid starts at its label's rate (under a pos_weight, the rate the weighted loss favours)
+    rates = prep.kind.output_rates(train_targets, loss.weights)
     if rates is not None:
         init_output_bias(base.model, base.new_modules, rates)
 
@@ -194,8 +202,8 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
     warn_if_emulated(precision, device.type)
     # a BERT-style last layer computes [CLS] only: same loss, fewer FLOPs; bf16 steps keep CPU attention fp32
     with cls_only_last_layer(model), cpu_fp32_attention(model, precision):
-        history, best_epoch = _fit(_loop(model, prep, cfg, dist, cache, precision, ckpt), cfg.train, progress,
-                                   on_epoch, ckpt)
+        history, best_epoch = _fit(_loop(model, prep, cfg, dist, cache, precision, ckpt, loss), cfg.train,
+                                   progress, on_epoch, ckpt)
     train_seconds = time.time() - t0
     if cache is not None:
         metrics["layer_cache"] = {"layers": cache.split_at, "seconds": cache.seconds, "mb": cache.nbytes / 2**20}
@@ -209,6 +217,7 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
     calibration = prep.kind.calibration(logits["validation"], prep.y["validation"])  # multi-label: None
     if calibration is not None:
         metrics["calibration"] = calibration
+    metrics["loss_fn"] = loss.describe()  # the training loss and its resolved weights by label
     metrics["history"] = history
     metrics["best_epoch"] = best_epoch
     say(f"best epoch {best_epoch}: validation {_fmt(metrics['validation'])}")
@@ -285,7 +294,7 @@ class _Loop:
 
 
 def _loop(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, dist: distributed.Dist,
-          cache: LayerCache | None, precision: str, ckpt: _Checkpointing | None) -> _Loop:
+          cache: LayerCache | None, precision: str, ckpt: _Checkpointing | None, loss: Loss) -> _Loop:
     """Set up everything `_fit` runs, branching here once on the cache, the label kind and the precision."""
     tc, method = cfg.train, cfg.model.method
     lengths = prep.enc["train"].lengths
@@ -310,7 +319,7 @@ def _loop(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, dist: distrib
     def validate() -> dict[str, Any]:  # as the label kind scores an epoch (multi-label: at thresholds tuned here)
         return _metrics(_logits(model, prep, "validation", cfg, cache), prep, "validation", tune=True)
 
-    loss = _LOSSES[prep.data.label_map.multi_label]
+    loss = loss.to(device)  # its weights, once, where the logits are
     select = prep.kind.select(tc.select_metric)  # multi-label: f1_macro at thresholds tuned on validation
     return _Loop(model, forward, _targets(prep, "train"), loss, validate, select, lengths, optimizer,
                  scheduler, scaler, state, dist, tc.resolved_lr(method), tc.resolved_trim_memory_every(method))
@@ -523,11 +532,6 @@ def _metrics(logits: np.ndarray, prep: _Prepared, split: str, tune: bool = False
 def _targets(prep: _Prepared, split: str) -> torch.Tensor:
     """Training targets on the host: class ids (n,), or a float multi-hot matrix (n, num_labels) for multi-label."""
     return prep.kind.targets(prep.y[split])
-
-
-_LOSSES = {multi: kind.loss for multi, kind in KINDS.items()}
-"""The training loss of each label kind (`textlora.heads`) by `LabelMap.multi_label`: one table the loop reads,
-so a test can swap a kind's loss."""
 
 
 def _setup_torch(cfg: RunConfig) -> None:
