@@ -317,9 +317,11 @@ def _progress(total: int, desc: str, enabled: bool, done: int = 0):
 
 def stopped_line(stopped: dict[str, Any], tc: TrainConfig) -> str:
     """One line saying why and where training stopped early (`Fit.stopped_early`), and how to continue."""
-    why = {"patience": f"no better validation in {tc.patience} in a row",
-           "max_minutes": f"the {tc.max_minutes:g}-minute budget is spent; its checkpoint is kept, so rerunning "
-                          "with --overwrite continues exactly"}[stopped["reason"]]
+    if stopped["reason"] == "patience":
+        why = f"no better validation in {tc.patience} in a row"
+    else:
+        why = (f"the {tc.max_minutes:g}-minute budget is spent; its checkpoint is kept, so rerunning with --overwrite "
+               "continues exactly")
     return f"stopped early at epoch {stopped['at_epoch']} (step {stopped['at_step']}): {why}"
 
 
