@@ -153,10 +153,10 @@ def test_no_tensor_is_created_off_the_model_device(tiny_models, tiny_data, tmp_p
     the CPU: any tensor textlora made without naming a device would be a meta tensor and fail the step."""
     from textlora.data.splits import load_dataset
     from textlora.distributed import Dist
+    from textlora.loop import fit
     from textlora.model.adapters import build_model
     from textlora.model.load import load_base
     from textlora.predict import Predictor
-    from textlora.loop import fit
     from textlora.train import _loop, _prepare
 
     cfg = tiny_config(tiny_data, tiny_models["bert"], tmp_path / "run", epochs=1, precision="fp32")

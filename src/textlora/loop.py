@@ -131,7 +131,8 @@ def fit(loop: Loop, tc: TrainConfig, progress: bool, on_epoch: Callable[[float, 
             last = end and epoch == tc.epochs
             validate = end or bool(tc.eval_every and s.step % tc.eval_every == 0)
             due = bool(tc.checkpoint_every and s.step % tc.checkpoint_every == 0) and not end
-            out_of_time = loop.dist.any(time.monotonic() > deadline) and not last  # the same answer on every rank
+            # the same answer on every rank; a collective only when there is a budget
+            out_of_time = tc.max_minutes is not None and loop.dist.any(time.monotonic() > deadline) and not last
             # the same steps on every rank: the flush is a collective
             if due or validate or out_of_time or s.step % LossLog.EVERY == 0:
                 check_finite(log.flush(s.losses), epoch, loop.lr, ckpt)

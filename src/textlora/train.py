@@ -99,7 +99,7 @@ class _Prepared:
 
 def train(cfg: RunConfig, overwrite: bool = False, progress: bool = True,
           before_commit: Callable[[Path, dict], None] | None = None,
-          on_epoch: Callable[[int, dict], None] | None = None, resume: str = "auto") -> TrainResult:
+          on_epoch: Callable[[float, dict], None] | None = None, resume: str = "auto") -> TrainResult:
     """Fine-tune `cfg.model.name` on `cfg.data` with `cfg.model.method` and write the run to `cfg.out`.
 
     Args:
@@ -133,7 +133,7 @@ def train(cfg: RunConfig, overwrite: bool = False, progress: bool = True,
 
 
 def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Callable[[Path, dict], None] | None,
-           on_epoch: Callable[[int, dict], None] | None, resume: str) -> TrainResult:
+           on_epoch: Callable[[float, dict], None] | None, resume: str) -> TrainResult:
     started = time.time()
     out = Path(cfg.out)
     check_writable(out, overwrite, cfg.data.path)  # again under the lock
