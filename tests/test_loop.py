@@ -64,11 +64,10 @@ def test_grad_accum_4_micro_batches_of_8_match_batch_32(tiny_models, tiny_data, 
         for k in ("accuracy", "f1_macro"):
             assert micro[split][k] == whole[split][k]
         assert micro[split]["loss"] == pytest.approx(whole[split]["loss"], rel=1e-5)
-    # an equal mean of the four micro-batch losses (not weighted by rows) would be another gradient: it is not that
+    # the tolerance tells trajectories apart: batches of 8 stepped one by one (12 steps an epoch) end elsewhere
     eight = train(tiny_config(tiny_data, tiny_models["bert"], tmp_path / "b8", epochs=3, batch_size=8),
                   progress=False).metrics
-    assert len(eight["history"]) == 3 and eight["validation"]["loss"] != pytest.approx(whole["validation"]["loss"],
-                                                                                        rel=1e-5)
+    assert eight["validation"]["loss"] != pytest.approx(whole["validation"]["loss"], rel=1e-5)
 
 
 def test_grad_accum_multilabel_matches(tiny_models, tmp_path):
