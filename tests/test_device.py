@@ -153,10 +153,11 @@ def test_no_tensor_is_created_off_the_model_device(tiny_models, tiny_data, tmp_p
     the CPU: any tensor textlora made without naming a device would be a meta tensor and fail the step."""
     from textlora.data.splits import load_dataset
     from textlora.distributed import Dist
+    from textlora.loop import fit
     from textlora.model.adapters import build_model
     from textlora.model.load import load_base
     from textlora.predict import Predictor
-    from textlora.train import _fit, _loop, _prepare
+    from textlora.train import _loop, _prepare
 
     cfg = tiny_config(tiny_data, tiny_models["bert"], tmp_path / "run", epochs=1, precision="fp32")
     data = load_dataset(cfg.data)
@@ -166,8 +167,8 @@ def test_no_tensor_is_created_off_the_model_device(tiny_models, tiny_data, tmp_p
     before = {k: v.clone() for k, v in model.named_parameters() if v.requires_grad}
     with torch.device("meta"):
         loop = _loop(model, prep, cfg, Dist(device=torch.device("cpu")), None, "fp32", None)
-        history, best = _fit(loop, cfg.train, progress=False)
-    assert best == 1 and len(history) == 1
+        fitted = fit(loop, cfg.train, progress=False)
+    assert fitted.best_epoch == 1 and len(fitted.history) == 1
     after = dict(model.named_parameters())
     assert all(after[k].device.type == "cpu" for k in before)
     assert any(not torch.equal(before[k], after[k]) for k in before)  # the steps ran and changed the adapters

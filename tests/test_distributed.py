@@ -17,13 +17,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_process_ddp_matches_single_process(tiny_models, tiny_data, tmp_path):
-    def cfg(out):  # batch 8 splits evenly over 2 ranks for all but the last (2-row) batch
-        return tiny_config(tiny_data, tiny_models["bert"], out, epochs=2, num_threads=1).with_overrides(
+@pytest.mark.parametrize("grad_accum", [1, 2], ids=["step", "grad_accum"])
+def test_two_process_ddp_matches_single_process(tiny_models, tiny_data, tmp_path, grad_accum):
+    """grad_accum=2: each rank runs its 4 rows as 2 micro-batches, the first under DDP's no_sync."""
+    def cfg(out, **kw):  # batch 8 splits evenly over 2 ranks for all but the last (2-row) batch
+        return tiny_config(tiny_data, tiny_models["bert"], out, epochs=2, num_threads=1, **kw).with_overrides(
             {"model.dropout": 0.0, "lora.dropout": 0.0})
 
     single = train(cfg(tmp_path / "single"), progress=False)
-    cfg(tmp_path / "ddp").to_yaml(tmp_path / "ddp.yaml")
+    cfg(tmp_path / "ddp", grad_accum=grad_accum).to_yaml(tmp_path / "ddp.yaml")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
            f"--master_port={_free_port()}", "-m", "textlora.cli", "train", "--config", str(tmp_path / "ddp.yaml"),
            "--quiet"]

@@ -22,7 +22,7 @@ from textlora import train as train_module
 from textlora.config import RunConfig
 from textlora.errors import TextloraError
 
-_FIT = train_module._fit
+_FIT = train_module.fit
 
 SETTINGS = settings(max_examples=25, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
@@ -152,7 +152,7 @@ def test_any_config_and_data_give_a_clean_error_or_a_finished_run(tiny_models, t
         (d[section] if section else d)[name] = value
 
     fit_started = []
-    monkeypatch.setattr(train_module, "_fit", lambda *a, **k: fit_started.append(1) or _FIT(*a, **k))
+    monkeypatch.setattr(train_module, "fit", lambda *a, **k: fit_started.append(1) or _FIT(*a, **k))
     try:
         cfg = RunConfig.from_dict(d)
         if not str(cfg.out).startswith(str(root / "runs")):

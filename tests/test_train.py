@@ -52,10 +52,10 @@ def test_training_lowers_the_loss(tiny_models, tiny_data, tmp_path):
 
 
 def test_freed_memory_goes_back_every_n_steps(tiny_models, tiny_data, tmp_path, monkeypatch):
-    import textlora.train as train_module
+    import textlora.loop as loop_module
 
     calls = []
-    monkeypatch.setattr(train_module, "release_free_memory", lambda collect=True: calls.append(collect) or True)
+    monkeypatch.setattr(loop_module, "release_free_memory", lambda collect=True: calls.append(collect) or True)
     train(tiny_config(tiny_data, tiny_models["bert"], tmp_path / "r", epochs=2, trim_memory_every=5), progress=False)
     assert calls == [False] * (2 * 12 // 5)  # 12 steps an epoch; no gc.collect inside the loop
     calls.clear()

@@ -28,6 +28,9 @@ from textlora.run_folder import is_disk_full, pid_alive
 FORMAT = 1
 DEVICE_NEUTRAL = ("device", "eval_batch_size")
 """Train settings that may change between a checkpoint and its resume: where it runs, not what it computes."""
+STOP_NEUTRAL = ("patience", "max_minutes")
+"""Train settings that may change between a checkpoint and its resume: when to stop, not what a step computes (a run
+stopped by its time budget continues under a new one)."""
 
 
 def checkpoint_dir(out: str | Path) -> Path:
@@ -38,9 +41,9 @@ def checkpoint_dir(out: str | Path) -> Path:
 
 def fingerprint(config: dict[str, Any], data_files: dict[str, str]) -> str:
     """A hash of everything that must be equal for a checkpoint to be resumable: the config (less the output
-    path and the device: a run killed on a GPU resumes on a CPU) and the data files' sha256."""
+    path, the device and the stopping rules: a run killed on a GPU resumes on a CPU) and the data files' sha256."""
     cfg = {k: v for k, v in config.items() if k != "out"}
-    cfg["train"] = {k: v for k, v in cfg.get("train", {}).items() if k not in DEVICE_NEUTRAL}
+    cfg["train"] = {k: v for k, v in cfg.get("train", {}).items() if k not in DEVICE_NEUTRAL + STOP_NEUTRAL}
     blob = json.dumps({"config": cfg, "data": sorted(data_files.values())}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 

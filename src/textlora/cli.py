@@ -42,6 +42,8 @@ TRAIN_FLAGS = {
     "--weight-decay": ("train.weight_decay", float), "--seed": ("train.seed", int),
     "--precision": ("train.precision", str), "--device": ("train.device", str), "--out": ("out", str),
     "--loss": ("train.loss", str), "--class-weights": ("train.class_weights", _yaml_value),
+    "--grad-accum": ("train.grad_accum", int), "--eval-every": ("train.eval_every", int),
+    "--patience": ("train.patience", int), "--max-minutes": ("train.max_minutes", float),
 }
 
 
@@ -126,6 +128,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     resume = "must" if args.resume else "never" if args.no_resume else "auto"
     result = train(cfg, overwrite=args.overwrite, progress=not args.quiet, before_commit=write_run_artifacts,
                    resume=resume)
+    if args.quiet and "stopped_early" in result.metrics:  # else training has said so
+        from textlora.loop import stopped_line
+
+        print(stopped_line(result.metrics["stopped_early"], cfg.train))
     test = result.metrics["test"]
     multi = (f"  micro-F1: {test['f1_micro']:.4f}  single-label accuracy: {test['single_label_accuracy']:.4f} "
              "(accuracy is subset accuracy)") if "f1_micro" in test else ""

@@ -184,6 +184,20 @@ class TrainConfig:
     class; multi-label: BCE pos_weight = negatives / positives per label, clipped to [0.01, 100]); or a mapping
     {label: weight} (multi-label: the pos_weight per label); labels it leaves out weigh 1. The run records the
     resolved weights in metrics.json (loss_fn)."""
+    grad_accum: int = 1
+    """Gradient accumulation: each optimizer step's batch of batch_size rows is run as grad_accum micro-batches of
+    about batch_size/grad_accum rows, their losses weighted by rows, so the gradient, the steps and the schedule are
+    those of batch_size (equal up to float rounding) at a micro-batch's memory. Under DDP each rank splits its share."""
+    eval_every: int = 0
+    """Steps between validations (each may keep a new best and count towards patience), on top of the one at every
+    epoch end; 0: at epoch ends only. For large data, where an epoch is long."""
+    patience: int | None = None
+    """Early stopping: stop after this many validations in a row without a better select_metric and keep the best
+    weights; null: train all epochs. Not part of a checkpoint's identity."""
+    max_minutes: float | None = None
+    """Time budget of this invocation's training loop (validations included): at the first step boundary past it,
+    validate, keep the best, write the run and keep a checkpoint, so rerunning with --overwrite continues exactly
+    (with its own budget). Null: no budget. Not part of a checkpoint's identity."""
 
     def __post_init__(self) -> None:
         if self.class_weights is None:  # `class_weights: null` in YAML
@@ -399,6 +413,8 @@ LIMITS: dict[str, Range] = {
     "train.seed": _SEED, "train.num_threads": Range(1, 1024), "train.trim_memory_every": Range(0, 2**31 - 1),
     "train.checkpoint_every": Range(0, 2**31 - 1), "train.keep_checkpoints": _COUNT,
     "train.focal_gamma": Range(0, 100),  # (1 - p)^gamma underflows to 0 long before 100
+    "train.grad_accum": _COUNT, "train.eval_every": Range(0, 2**31 - 1), "train.patience": _COUNT,
+    "train.max_minutes": _POSITIVE,
 }
 """The range of every numeric field, by dotted key; `validate` checks them (and that floats are finite)."""
 NON_EMPTY = {"data.text_column", "data.label_column", "data.text_pair_column", "data.label_sep", "model.name", "out"}

@@ -9,6 +9,7 @@ the run folder.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 
@@ -49,6 +50,19 @@ class Dist:
         t = torch.stack([values.double() * rows.double(), rows.double()]).to(self.device)
         torch.distributed.all_reduce(t)
         return (t[0] / t[1]).cpu()
+
+    def no_sync(self, step_model: torch.nn.Module) -> contextlib.AbstractContextManager:
+        """Context for a micro-batch that is not the step's last: DDP skips its gradient all-reduce, which the last
+        micro-batch's backward does once for the summed gradient."""
+        return step_model.no_sync() if self.group else contextlib.nullcontext()
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when `flag` is True on any: a decision to stop that the ranks must take together."""
+        if not self.group:
+            return flag
+        t = torch.tensor([int(flag)], device=self.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return bool(t.item())
 
     def barrier(self) -> None:
         if self.group:

@@ -148,6 +148,14 @@ class Loss:
             self.to(logits.device)
         return self.fn(logits, targets, self.gamma, self._tensor)
 
+    def norm(self, targets: torch.Tensor) -> float:
+        """What this loss's mean over `targets` divides by: the rows' total class weight (single-label with
+        weights, as `F.cross_entropy(weight=)`), else the number of rows. Gradient accumulation weighs each
+        micro-batch by its share of the batch's norm, so the summed gradient is the whole batch's."""
+        if self.weights is None or self.weights_name != "class_weights":
+            return float(len(targets))
+        return float(self.weights[targets.cpu().numpy()].sum())
+
     def describe(self) -> dict[str, Any]:
         """The loss as the run records it: its name, gamma (focal only) and the resolved weights by label."""
         d: dict[str, Any] = {"loss": self.name}

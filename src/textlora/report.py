@@ -137,7 +137,9 @@ def _headline_section(metrics: dict[str, Any]) -> str:
             tone = "good" if gain > 5e-5 else "bad" if gain < -5e-5 else "muted"
             cell = Raw(f'<span class="{tone}">{delta:+.4f}</span>')
         rows.append([key, *vals, cell])
-    note = (f"<p>Best epoch {metrics['best_epoch']} of {len(metrics.get('history', []))}. "
+    stop = metrics.get("stopped_early")
+    stopped = f", stopped early ({stop['reason']}) at epoch {stop['at_epoch']}" if stop else ""
+    note = (f"<p>Best epoch {metrics['best_epoch']} of {len(metrics.get('history', []))} validations{stopped}. "
             "“base” is the untrained base model with a fresh head.</p>" if "best_epoch" in metrics else "")
     headers = ["metric", "base · validation", "trained · validation", "base · test", "trained · test", "Δ test"]
     return html_table(headers, rows, table_id="metrics") + note
@@ -212,7 +214,7 @@ def _curves_section(run: RunView) -> str:
         a.plot([s["step"] for s in run.steps], [s["loss"] for s in run.steps], lw=0.8, alpha=0.6, label="step loss")
     if history:
         per_epoch = max(1, len(run.steps) // len(history)) if run.steps else 1
-        ends = [h["epoch"] * per_epoch for h in history]
+        ends = [h.get("step", h["epoch"] * per_epoch) for h in history]  # runs before `step` was recorded
         a.plot(ends, [h["train_loss"] for h in history], "o-", label="epoch mean train loss")
         if "val_loss" in history[0]:
             a.plot(ends, [h["val_loss"] for h in history], "s--", label="validation loss")

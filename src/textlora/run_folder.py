@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import re
 import shutil
@@ -449,11 +450,12 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
 
 def write_loss_log(folder: Path, history: list[dict[str, Any]]) -> None:
     """Write the per-step losses of `history` to `loss_log.jsonl`, one JSON line each, and remove them from
-    `history` (whose epoch records go to metrics.json)."""
+    `history` (whose validation records go to metrics.json). A record's steps lie in one epoch: its `epoch` rounded up
+    (a fraction for a validation mid-epoch)."""
     with open(path_of(folder, "loss_log"), "w", encoding="utf-8") as f:
         for rec in history:
             for step, loss, lr in rec.pop("steps"):
-                f.write(json.dumps({"epoch": rec["epoch"], "step": step, "loss": loss, "lr": lr}) + "\n")
+                f.write(json.dumps({"epoch": math.ceil(rec["epoch"]), "step": step, "loss": loss, "lr": lr}) + "\n")
 
 
 def write_predictions(folder: Path, logits: dict[str, np.ndarray], targets: dict[str, np.ndarray]) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import itertools
 import math
 import os
 import socket
@@ -332,8 +333,10 @@ def _objective(optuna: Any, cfg: Any, space: dict[str, Param], metric: str, out:
         run_cfg = cfg.with_overrides({**params, "out": str(out / "trials" / f"{trial.number:03d}")})
         started = time.time()
 
-        def on_epoch(epoch: int, val: dict[str, Any]) -> None:
-            trial.report(val[metric], epoch)
+        validations = itertools.count(1)
+
+        def on_epoch(epoch: float, val: dict[str, Any]) -> None:  # after each validation (a fraction: mid-epoch)
+            trial.report(val[metric], next(validations))
             if prune and epoch < run_cfg.train.epochs and trial.should_prune():
                 if progress:
                     print(f"trial {trial.number}: pruned after epoch {epoch} (validation {metric} {val[metric]:.4f})")

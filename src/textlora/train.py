@@ -1,7 +1,8 @@
 """`train(cfg) -> TrainResult`: load data and base, evaluate the untrained base, fine-tune, keep the
 best epoch, evaluate on validation and test, and write the run folder.
 
-The loop is one function you can read top to bottom (`_fit`); everything else is setup or saving.
+The loop is one function you can read top to bottom (`textlora.loop.fit`); here are its setup (`_loop`) and the
+saving.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,30 +24,21 @@ import torch
 
 from textlora import __version__, distributed
 from textlora import device as devices
-from textlora.checkpoint import (
-    checkpoint_dir,
-    fingerprint,
-    has_checkpoints,
-    load_latest,
-    remove_checkpoints,
-    save_checkpoint,
-)
-from textlora.config import METRIC_DIRECTION, RunConfig, TrainConfig
-from textlora.data.batching import Encoded, collate, encode_for, train_batches
+from textlora.checkpoint import checkpoint_dir, fingerprint, has_checkpoints, load_latest, remove_checkpoints
+from textlora.config import RunConfig
+from textlora.data.batching import Encoded, collate, encode_for
 from textlora.data.splits import Dataset, load_dataset
-from textlora.errors import ConfigError, TrainingError
+from textlora.errors import ConfigError
 from textlora.heads import LabelKind, kind_of
+from textlora.loop import Checkpointing, Loop, LoopState, fit, fmt, stopped_line
 from textlora.losses import Loss, check_class_weights
-from textlora.memory import peak_rss_mb, release_free_memory
-from textlora.metrics import headline
+from textlora.memory import peak_rss_mb
 from textlora.model.adapters import (
     ParamCount,
     build_model,
     count_params,
     enable_gradient_checkpointing,
     init_output_bias,
-    restore_state,
-    trainable_state,
 )
 from textlora.model.cls_only import cls_only_last_layer
 from textlora.model.inference import forward_logits
@@ -81,6 +73,7 @@ class TrainResult:
     metrics: dict[str, Any]
     """{'validation': ..., 'test': ..., 'base': {'validation': ..., 'test': ...}, 'history': [...]}"""
     best_epoch: int
+    """Epoch (1-based) in progress at the validation whose weights the run keeps."""
     params: ParamCount
     train_seconds: float
 
@@ -107,7 +100,7 @@ class _Prepared:
 
 def train(cfg: RunConfig, overwrite: bool = False, progress: bool = True,
           before_commit: Callable[[Path, dict], None] | None = None,
-          on_epoch: Callable[[int, dict], None] | None = None, resume: str = "auto") -> TrainResult:
+          on_epoch: Callable[[float, dict], None] | None = None, resume: str = "auto") -> TrainResult:
     """Fine-tune `cfg.model.name` on `cfg.data` with `cfg.model.method` and write the run to `cfg.out`.
 
     Args:
@@ -116,8 +109,9 @@ def train(cfg: RunConfig, overwrite: bool = False, progress: bool = True,
         progress: show a progress bar and per-epoch lines.
         before_commit: called with (staging folder, metrics) before the run folder is committed,
             e.g. to render figures into it.
-        on_epoch: called with (epoch, validation metrics) after each epoch; an exception it raises
-            (e.g. optuna.TrialPruned) stops training and nothing is written.
+        on_epoch: called with (epoch, validation metrics) after each validation (epoch ends, and every
+            `train.eval_every` steps with `epoch` a fraction); an exception it raises (e.g. optuna.TrialPruned)
+            stops training and nothing is written.
         resume: 'auto' continues from the last checkpoint of the same config and data if there is one
             (after a crash or kill, re-running the same command resumes); 'must' fails without one;
             'never' discards them and starts fresh.
@@ -140,7 +134,7 @@ def train(cfg: RunConfig, overwrite: bool = False, progress: bool = True,
 
 
 def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Callable[[Path, dict], None] | None,
-           on_epoch: Callable[[int, dict], None] | None, resume: str) -> TrainResult:
+           on_epoch: Callable[[float, dict], None] | None, resume: str) -> TrainResult:
     started = time.time()
     out = Path(cfg.out)
     check_writable(out, overwrite, cfg.data.path)  # again under the lock
@@ -181,7 +175,7 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
         metrics.update({"base": ckpt.base_metrics} if ckpt.base_metrics else {})
     elif cfg.train.eval_base and dist.main:
         metrics["base"] = {s: _evaluate(base.model, prep, s, cfg) for s in ("validation", "test")}
-        say(f"untrained base: validation {_fmt(metrics['base']['validation'])}")
+        say(f"untrained base: validation {fmt(metrics['base']['validation'])}")
     if ckpt is not None:
         ckpt.base_metrics = metrics.get("base")
 
@@ -202,8 +196,8 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
     warn_if_emulated(precision, device.type)
     # a BERT-style last layer computes [CLS] only: same loss, fewer FLOPs; bf16 steps keep CPU attention fp32
     with cls_only_last_layer(model), cpu_fp32_attention(model, precision):
-        history, best_epoch = _fit(_loop(model, prep, cfg, dist, cache, precision, ckpt, loss), cfg.train,
-                                   progress, on_epoch, ckpt)
+        fitted = fit(_loop(model, prep, cfg, dist, cache, precision, ckpt, loss), cfg.train, progress, on_epoch,
+                     ckpt)
     train_seconds = time.time() - t0
     if cache is not None:
         metrics["layer_cache"] = {"layers": cache.split_at, "seconds": cache.seconds, "mb": cache.nbytes / 2**20}
@@ -218,10 +212,13 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
     if calibration is not None:
         metrics["calibration"] = calibration
     metrics["loss_fn"] = loss.describe()  # the training loss and its resolved weights by label
-    metrics["history"] = history
-    metrics["best_epoch"] = best_epoch
-    say(f"best epoch {best_epoch}: validation {_fmt(metrics['validation'])}")
-    say(f"test: {_fmt(metrics['test'])}")
+    history, best_epoch = fitted.history, fitted.best_epoch
+    metrics.update(history=history, best_epoch=best_epoch, best_step=fitted.best_step)
+    if fitted.stopped_early:
+        metrics["stopped_early"] = fitted.stopped_early
+        say(stopped_line(fitted.stopped_early, cfg.train))
+    say(f"best epoch {best_epoch} (step {fitted.best_step}): validation {fmt(metrics['validation'])}")
+    say(f"test: {fmt(metrics['test'])}")
 
     if not dist.main:  # rank 0 writes the run folder
         dist.barrier()
@@ -239,70 +236,29 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
             write_json(path_of(tmp, "calibration"), calibration)
         write_predictions(tmp, logits, {s: _targets(prep, s).numpy() for s in logits})
         manifest = _manifest(cfg, data, base.path, base.new_modules, params, train_seconds,
-                             time.time() - started, len(prep.y["train"]) * len(history))
+                             time.time() - started, fitted.examples)
         manifest.update(device=devices.describe(device), precision=precision, world_size=dist.world)
         # the staging folder becomes the run only when whole, so hooks may read the manifest too
         write_manifest(tmp, manifest)
         if before_commit is not None:
             before_commit(tmp, metrics)
-    remove_checkpoints(ckpt.folder)
+    if (fitted.stopped_early or {}).get("reason") != "max_minutes":  # out of time: kept to continue from
+        remove_checkpoints(ckpt.folder)
     dist.barrier()
     say(f"run saved to {out}  ({time.time() - started:.0f}s)")
     return TrainResult(out, metrics, best_epoch, params, train_seconds)
 
 
-@dataclass
-class _LoopState:
-    """Where the loop is; a checkpoint saves exactly this, plus the tensors."""
-
-    epoch: int = 1
-    """Epoch in progress (1-based)."""
-    batch: int = 0
-    """Next batch of that epoch's data order."""
-    step: int = 0
-    losses: list = field(default_factory=list)
-    """(step, loss, lr) of the epoch in progress."""
-    history: list = field(default_factory=list)
-    best_score: float = -math.inf
-    """The best epoch's selection metric times its METRIC_DIRECTION, so higher is always better."""
-    best_epoch: int = 0
-    best_state: dict | None = None
-
-
-@dataclass
-class _Loop:
-    """What the loop runs, chosen once in setup (`_loop`): the step's forward (through the layer cache or the whole
-    model, DDP-wrapped or not, at the run's precision, on its device), the targets, the loss, the optimizer and its
-    schedule (restored from a checkpoint when resuming), the validation and the metric that keeps the best epoch."""
-
-    model: torch.nn.Module
-    forward: Callable[[list[int]], torch.Tensor]
-    """Rows of the training split -> logits (B, num_labels)."""
-    targets: torch.Tensor
-    """Class ids, or a multi-hot matrix for multi-label; on the host."""
-    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    validate: Callable[[], dict[str, Any]]
-    select: str
-    lengths: list[int]
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
-    state: _LoopState
-    dist: distributed.Dist
-    lr: float
-    trim_every: int
-
-
 def _loop(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, dist: distributed.Dist,
-          cache: LayerCache | None, precision: str, ckpt: _Checkpointing | None, loss: Loss) -> _Loop:
-    """Set up everything `_fit` runs, branching here once on the cache, the label kind and the precision."""
+          cache: LayerCache | None, precision: str, ckpt: Checkpointing | None, loss: Loss) -> Loop:
+    """Set up everything `textlora.loop.fit` runs, branching here once on the cache, the label kind and the precision."""
     tc, method = cfg.train, cfg.model.method
     lengths = prep.enc["train"].lengths
     optimizer = _optimizer(model, tc.resolved_lr(method), tc.weight_decay)
     steps = math.ceil(len(lengths) / tc.batch_size) * tc.epochs
     scheduler = _linear_schedule(optimizer, int(tc.warmup_ratio * steps), steps)
     scaler = grad_scaler(precision, dist.device)  # fp16 only; a pass-through otherwise
-    state = ckpt.restore(model, optimizer, scheduler, scaler) if ckpt and ckpt.resume_from else _LoopState()
+    state = ckpt.restore(model, optimizer, scheduler, scaler) if ckpt and ckpt.resume_from else LoopState()
     step_model = dist.wrap(model)  # after the restore: DDP starts every rank from rank 0's weights
     enc, pad_id, device = prep.enc["train"], prep.pad_id, dist.device
     if cache is None:
@@ -321,149 +277,12 @@ def _loop(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, dist: distrib
 
     loss = loss.to(device)  # its weights, once, where the logits are
     select = prep.kind.select(tc.select_metric)  # multi-label: f1_macro at thresholds tuned on validation
-    return _Loop(model, forward, _targets(prep, "train"), loss, validate, select, lengths, optimizer,
-                 scheduler, scaler, state, dist, tc.resolved_lr(method), tc.resolved_trim_memory_every(method))
+    return Loop(model, forward, _targets(prep, "train"), loss, validate, select, lengths, optimizer, scheduler,
+                scaler, state, dist, tc.resolved_lr(method), tc.resolved_trim_memory_every(method),
+                no_sync=lambda: dist.no_sync(step_model))
 
 
-def _fit(loop: _Loop, tc: TrainConfig, progress: bool, on_epoch: Callable[[int, dict], None] | None = None,
-         ckpt: _Checkpointing | None = None) -> tuple[list[dict], int]:
-    """The training loop: order, forward, loss, backward, step, evaluate, keep the best, checkpoint. Returns the
-    per-epoch history and the best epoch (1-based); the model is left holding the best epoch's weights."""
-    model, s, device = loop.model, loop.state, loop.dist.device
-    optimizer, scheduler, scaler = loop.optimizer, loop.scheduler, loop.scaler
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    log = _LossLog(loop.dist)
-    for epoch in range(s.epoch, tc.epochs + 1):
-        model.train()
-        batches = train_batches(loop.lengths, tc.batch_size, tc.seed, epoch)  # the same order on every resume
-        bar = _progress(len(loop.lengths), f"epoch {epoch}/{tc.epochs}", progress, done=s.batch * tc.batch_size)
-        t_epoch, seen = time.time(), 0
-        for b in range(s.batch, len(batches)):
-            idx = loop.dist.shard(batches[b])  # this rank's share of the global batch
-            logits = loop.forward(idx)
-            target = loop.targets[torch.tensor(idx, device=loop.targets.device)].to(device, non_blocking=True)
-            loss = loop.loss(logits.float(), target)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)  # clip the true gradients
-            torch.nn.utils.clip_grad_norm_(trainable, tc.max_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            s.step, s.batch, seen = s.step + 1, b + 1, seen + len(batches[b])
-            log.add(s.step, loss, scheduler.get_last_lr()[0], len(idx))
-            due = tc.checkpoint_every and s.step % tc.checkpoint_every == 0 and s.batch < len(batches)
-            if due or s.step % _LossLog.EVERY == 0:  # the same steps on every rank: the flush is a collective
-                _check_finite(log.flush(s.losses), epoch, loop.lr, ckpt)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{s.losses[-1][1]:.4f}", ex_s=f"{seen / (time.time() - t_epoch):.0f}")
-            if bar is not None:
-                bar.update(len(idx))
-            if loop.trim_every and s.step % loop.trim_every == 0:
-                release_free_memory(collect=False)  # else glibc's fragments grow the resident set (memory.py)
-            if ckpt and due:
-                ckpt.save(s, model, optimizer, scheduler, scaler)
-        _check_finite(log.flush(s.losses), epoch, loop.lr, ckpt)
-        if bar is not None:
-            bar.close()
-        seconds = time.time() - t_epoch
-        val = loop.validate()
-        record = {"epoch": epoch, "train_loss": float(np.mean([x[1] for x in s.losses])), "seconds": seconds,
-                  "train_examples_per_s": seen / seconds, "steps": s.losses,
-                  **{f"val_{k}": v for k, v in headline(val).items()}}
-        s.history.append(record)
-        if progress:
-            print(f"epoch {epoch}: train loss {record['train_loss']:.4f}  validation {_fmt(val)}  "
-                  f"({seconds:.0f}s, {record['train_examples_per_s']:.0f} ex/s)")
-        if on_epoch is not None:
-            on_epoch(epoch, val)
-        score = METRIC_DIRECTION[loop.select] * val[loop.select]  # loss: lower is better
-        if score > s.best_score:
-            s.best_score, s.best_epoch = score, epoch
-            s.best_state = devices.to_cpu(trainable_state(model))  # on the host: no second model on the GPU
-        s.epoch, s.batch, s.losses = epoch + 1, 0, []
-        if ckpt:
-            ckpt.save(s, model, optimizer, scheduler, scaler)
-    if s.best_state is not None and s.best_epoch != tc.epochs:
-        restore_state(model, s.best_state)
-    model.eval()
-    return s.history, s.best_epoch
-
-
-class _LossLog:
-    """Per-step losses kept as device tensors and read back every `EVERY` steps in one transfer (and, under DDP,
-    one collective): reading each step's loss would make the host wait for the GPU at every step."""
-
-    EVERY = 50
-
-    def __init__(self, dist: distributed.Dist):
-        self.dist, self.pending = dist, []
-
-    def add(self, step: int, loss: torch.Tensor, lr: float, rows: int) -> None:
-        self.pending.append((step, loss.detach(), lr, rows))
-
-    def flush(self, into: list) -> list:
-        """Append (step, loss averaged over ranks, lr) of every pending step to `into`; returns those entries."""
-        if not self.pending:
-            return []
-        values = torch.stack([p[1] for p in self.pending]).float()
-        rows = torch.tensor([p[3] for p in self.pending], dtype=torch.float64, device=values.device)
-        means = self.dist.mean(values, rows).tolist()
-        new = [(step, mean, lr) for (step, _, lr, _), mean in zip(self.pending, means)]
-        into.extend(new)
-        self.pending = []
-        return new
-
-
-def _check_finite(entries: list, epoch: int, lr: float, ckpt: _Checkpointing | None) -> None:
-    """Stop a run whose loss is no longer a finite number: every later step would only train on NaN. `entries` are
-    (step, loss, lr) as `_LossLog.flush` returns them, checked before any checkpoint of those steps is written.
-
-    Raises:
-        TrainingError: naming the first such step; no run folder is written, the checkpoints before it are kept.
-    """
-    bad = next(((step, loss) for step, loss, _ in entries if not math.isfinite(loss)), None)
-    if bad is not None:
-        kept = f"; the checkpoints before it stay in {ckpt.folder}" if ckpt and has_checkpoints(ckpt.folder) else ""
-        raise TrainingError(f"training diverged: the loss is {bad[1]} at step {bad[0]} (epoch {epoch}), so no run "
-                            f"was written{kept}. Lower train.lr (it is {lr:g}) and train again.")
-
-
-@dataclass
-class _Checkpointing:
-    """Saves `_LoopState` + tensors every `checkpoint_every` steps and at each epoch end, on the host: a run killed
-    on a GPU resumes on a CPU and the other way round."""
-
-    folder: Path
-    fingerprint: str
-    keep: int
-    base_metrics: dict | None
-    resume_from: dict | None = None
-
-    def save(self, s: _LoopState, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-             scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler) -> None:
-        state = {k: getattr(s, k) for k in ("epoch", "batch", "step", "losses", "history", "best_score",
-                                             "best_epoch", "best_state")}
-        save_checkpoint(self.folder, devices.to_cpu({
-            **state, "fingerprint": self.fingerprint, "base_metrics": self.base_metrics,
-            "model": trainable_state(model), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": devices.rng_state(),
-        }), keep=self.keep)
-
-    def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler) -> _LoopState:
-        c = self.resume_from
-        restore_state(model, c["model"])
-        optimizer.load_state_dict(c["optimizer"])  # moves the state to each parameter's device
-        scheduler.load_state_dict(c["scheduler"])
-        if c.get("scaler") and scaler.is_enabled():
-            scaler.load_state_dict(c["scaler"])
-        devices.set_rng_state(c["rng"])  # dropout masks continue exactly as in an uninterrupted run
-        return _LoopState(c["epoch"], c["batch"], c["step"], list(c["losses"]), list(c["history"]),
-                          c["best_score"], c["best_epoch"], c["best_state"])
-
-
-def _checkpointing(cfg: RunConfig, data: Dataset, resume: str, say: Callable[..., None]) -> _Checkpointing:
+def _checkpointing(cfg: RunConfig, data: Dataset, resume: str, say: Callable[..., None]) -> Checkpointing:
     """Find a checkpoint to resume from (per `resume`: 'auto', 'must' or 'never')."""
     folder = checkpoint_dir(cfg.out)
     fp = fingerprint(cfg.to_dict(), data.files)
@@ -476,7 +295,7 @@ def _checkpointing(cfg: RunConfig, data: Dataset, resume: str, say: Callable[...
         remove_checkpoints(folder)
     if found is not None:
         say(f"resuming from the checkpoint at step {found['step']} (epoch {found['epoch']}, batch {found['batch']})")
-    return _Checkpointing(folder, fp, cfg.train.keep_checkpoints, found.get("base_metrics") if found else None, found)
+    return Checkpointing(folder, fp, cfg.train.keep_checkpoints, found.get("base_metrics") if found else None, found)
 
 
 def _optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -538,19 +357,6 @@ def _setup_torch(cfg: RunConfig) -> None:
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-def _progress(total: int, desc: str, enabled: bool, done: int = 0):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=min(done, total), desc=desc, unit="ex", leave=False, dynamic_ncols=True,
-                mininterval=1.0, disable=None)  # None: off when stderr is not a terminal (CI logs)
-
-
-def _fmt(m: dict[str, Any]) -> str:
-    return f"accuracy {m['accuracy']:.4f}  macro-F1 {m['f1_macro']:.4f}  loss {m.get('loss', float('nan')):.4f}"
 
 
 def _manifest(cfg: RunConfig, data: Dataset, base_path: str, new_modules: list[str], params: ParamCount,
