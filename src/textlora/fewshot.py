@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from textlora.baselines import BaselineResult
-from textlora.data.splits import Dataset, load_dataset
+from textlora.data.splits import Dataset
 from textlora.heads import kind_of
 
 EMBED_C = (0.1, 1.0, 10.0, 100.0)
@@ -91,8 +91,20 @@ def encode(encoder: Any, texts: list[str], options: EncoderOptions) -> np.ndarra
     return np.asarray(out, dtype=np.float32)
 
 
-def zero_shot(data: Dataset, options: EncoderOptions | None = None) -> BaselineResult:
+def _encode_cached(encoder: Any, texts: list[str], options: EncoderOptions,
+                   cache: dict[str, np.ndarray] | None) -> np.ndarray:
+    if cache is None:
+        return encode(encoder, texts, options)
+    todo = list(dict.fromkeys(t for t in texts if t not in cache))
+    if todo:
+        cache.update(zip(todo, encode(encoder, todo, options)))
+    return np.stack([cache[t] for t in texts]) if texts else np.zeros((0, 0), dtype=np.float32)
+
+
+def zero_shot(data: Dataset, options: EncoderOptions | None = None,
+              cache: dict[str, np.ndarray] | None = None) -> BaselineResult:
     """Nearest label name by cosine similarity; the logits are the similarities. Uses no training rows.
+    `cache`: as for `embed_logreg` (the same frozen embeddings).
 
     Raises:
         DataError: multi-label data (no threshold on a cosine similarity could be set without training rows).
@@ -108,19 +120,23 @@ def zero_shot(data: Dataset, options: EncoderOptions | None = None) -> BaselineR
     names = [label_text(n) for n in data.label_map.labels]
     labels = encode(encoder, names, options)
     seconds = time.time() - t0
-    logits = {s: encode(encoder, data.splits()[s].texts, options) @ labels.T for s in ("validation", "test")}
+    logits = {s: _encode_cached(encoder, data.splits()[s].texts, options, cache) @ labels.T
+              for s in ("validation", "test")}
     metrics = _score(logits, data, thresholds=None)
     return BaselineResult("zero-shot", metrics, 0, len(pickle.dumps(labels)), seconds,
                           details={"label_texts": names, "training_rows_used": 0, "model": options.model})
 
 
-def embed_logreg(data: Dataset, options: EncoderOptions | None = None,
-                 grid: tuple[float, ...] = EMBED_C) -> BaselineResult:
-    """The frozen base's normalized mean-pooled embeddings + logistic regression (C picked on validation)."""
+def embed_logreg(data: Dataset, options: EncoderOptions | None = None, grid: tuple[float, ...] = EMBED_C,
+                 cache: dict[str, np.ndarray] | None = None) -> BaselineResult:
+    """The frozen base's normalized mean-pooled embeddings + logistic regression (C picked on validation).
+
+    `cache` (embeddings by text, filled as it goes) lets calls with the same `options` share the embeddings of
+    validation and test, as the cells of bench/fewshot.py do."""
     options = options or EncoderOptions()
     t0 = time.time()
     encoder = load_encoder(options)
-    x = {s: encode(encoder, sp.texts, options) for s, sp in data.splits().items()}
+    x = {s: _encode_cached(encoder, sp.texts, options, cache) for s, sp in data.splits().items()}
     return _head_result("embed", data, x, grid, options, t0, {"model": options.model})
 
 
