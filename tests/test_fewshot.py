@@ -127,6 +127,7 @@ def test_sample_pairs_are_positive_within_a_label_and_negative_across():
     pairs = sample_pairs(ids, rounds=3, seed=0)
     assert len(pairs) == 3 * 5 * 2 and pairs == sample_pairs(ids, rounds=3, seed=0)
     assert all((ids[i] == ids[j]) == (t == 1.0) for i, j, t in pairs)
+    assert all(i != j for i, j, t in pairs if ids[i] != 2)  # only the class of one row pairs a row with itself
     multi = sample_pairs([[0, 1], [1], [2]], rounds=1, seed=0)
     assert all(t == (1.0 if {i, j} <= {0, 1} or i == j else 0.0) for i, j, t in multi)
 

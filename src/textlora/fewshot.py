@@ -161,14 +161,17 @@ def sample_pairs(ids: list[Any], rounds: int, seed: int) -> list[tuple[int, int,
     """(i, j, target) row pairs: each round pairs every row with a random row that shares a label (target 1.0)
     and one that shares none (0.0), as SetFit's pair generation does. Multi-label `ids` are lists of ids.
 
-    A row with no partner of a kind (a class of one row has only itself) gets only the pairs it can."""
+    A row is its own positive only when its class has no other row; a row that shares a label with every row
+    gets no negative pairs."""
     rng = np.random.default_rng(seed)
     sets = [set(v) if isinstance(v, list) else {v} for v in ids]
     share = np.array([[bool(a & b) for b in sets] for a in sets])  # (n, n)
     pairs = []
     for _ in range(rounds):
         for i in range(len(ids)):
-            for target, pool in ((1.0, np.flatnonzero(share[i])), (0.0, np.flatnonzero(~share[i]))):
+            same = np.flatnonzero(share[i])
+            same = same[same != i] if same.size > 1 else same
+            for target, pool in ((1.0, same), (0.0, np.flatnonzero(~share[i]))):
                 if pool.size:
                     pairs.append((i, int(rng.choice(pool)), target))
     order = rng.permutation(len(pairs))
