@@ -36,7 +36,7 @@ def test_compare_with_the_ladder(two_runs, capsys):
     assert code == 0
     table = capsys.readouterr().out
     names = [line.split()[0] for line in table.splitlines()[2:] if line.strip() and not line.startswith("wrote")]
-    assert names == ["majority", "tfidf_logreg", "head", "lora", "full", "lora", "head"]
+    assert names == ["majority", "tfidf_logreg", "zero-shot", "embed", "setfit", "head", "lora", "full", "lora", "head"]
     assert {"compare.html", "compare.md", "accuracy_vs_time.png", "ladder"} <= {p.name for p in out.iterdir()}
     assert (out / "ladder" / "full" / "report.html").is_file()
     page = (out / "compare.html").read_text()

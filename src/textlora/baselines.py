@@ -108,19 +108,26 @@ def fit_tfidf_logreg(data: Dataset, seed: int = 42, grid: tuple[float, ...] = TF
 BASELINES = {"majority": majority, "tfidf_logreg": tfidf_logreg}
 
 
-def run_baseline(name: str, data_cfg: dict[str, Any], out: str | Path) -> BaselineResult:
-    """Load the data of `data_cfg` (a DataConfig as dict), run baseline `name`, save `out/result.json`."""
+def run_baseline(name: str, data_cfg: dict[str, Any], out: str | Path,
+                 encoder: dict[str, Any] | None = None) -> BaselineResult:
+    """Load the data of `data_cfg` (a DataConfig as dict), run baseline `name`, save `out/result.json`.
+
+    `encoder` (a `fewshot.EncoderOptions` as dict) sets the base of the embedding rungs (embed, setfit,
+    zero-shot); it is saved beside the data config so `compare` reruns a rung when either changes."""
     from textlora.config import DataConfig
+    from textlora.fewshot import FEWSHOT, EncoderOptions
     from textlora.memory import peak_rss_mb
     from textlora.run_folder import write_json
 
-    if name not in BASELINES:
-        raise ValueError(f"unknown baseline {name!r}; choose from {sorted(BASELINES)}.")
-    result = BASELINES[name](load_dataset(DataConfig(**data_cfg)))
+    if name not in BASELINES and name not in FEWSHOT:
+        raise ValueError(f"unknown baseline {name!r}; choose from {sorted(BASELINES) + sorted(FEWSHOT)}.")
+    data = load_dataset(DataConfig(**data_cfg))
+    result = FEWSHOT[name](data, EncoderOptions(**(encoder or {}))) if name in FEWSHOT else BASELINES[name](data)
     result.peak_rss_mb = peak_rss_mb()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "result.json", {"data": data_cfg, **result.to_dict()})
+    saved = {"data": data_cfg, **({"encoder": encoder} if encoder is not None else {}), **result.to_dict()}
+    write_json(out / "result.json", saved)
     return result
 
 

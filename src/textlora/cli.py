@@ -33,7 +33,7 @@ TRAIN_FLAGS = {
     "--data": ("data.path", str), "--text-column": ("data.text_column", str),
     "--label-column": ("data.label_column", str), "--label-sep": ("data.label_sep", str),
     "--text-pair-column": ("data.text_pair_column", str), "--max-train-samples": ("data.max_train_samples", int),
-    "--max-eval-samples": ("data.max_eval_samples", int),
+    "--max-eval-samples": ("data.max_eval_samples", int), "--shots": ("data.shots_per_class", int),
     "--model": ("model.name", str), "--method": ("model.method", str), "--max-length": ("model.max_length", int),
     "--truncation": ("model.truncation", str),
     "--r": ("lora.r", int), "--alpha": ("lora.alpha", float), "--dropout": ("lora.dropout", float),
@@ -253,8 +253,9 @@ def add_report_commands(sub: Any) -> None:
     c.add_argument("--out", help="folder for compare.html/.md and the plot (default: beside the first run, "
                                  "or runs/compare)")
     c.add_argument("--baselines", action="store_true",
-                   help="first train the ladder majority, tfidf_logreg, head, lora, full on the same splits")
-    c.add_argument("--rungs", help="comma-separated subset of the ladder (default: all five)")
+                   help="first train the ladder majority, tfidf_logreg, zero-shot, embed, setfit, head, lora, full "
+                        "on the same splits (--shots N: N training rows per class for every rung)")
+    c.add_argument("--rungs", help="comma-separated subset of the ladder (default: all eight)")
     c.add_argument("--config", help="RunConfig YAML for the ladder (default: the first run's config.yaml)")
     for flag, key in LADDER_FLAGS.items():
         c.add_argument(flag, type=TRAIN_FLAGS[flag][1], dest=key.replace(".", "__"), help=f"ladder: sets {key}")
@@ -293,7 +294,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 LADDER_FLAGS = {f: TRAIN_FLAGS[f][0] for f in ("--data", "--model", "--max-train-samples", "--max-eval-samples",
-                                               "--max-length", "--epochs", "--batch-size", "--seed", "--device")}
+                                               "--shots", "--max-length", "--epochs", "--batch-size", "--seed",
+                                               "--device")}
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

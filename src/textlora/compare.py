@@ -4,9 +4,11 @@ same splits, and list the runs under a folder (`textlora runs`).
     textlora compare runs/a runs/b --out runs/compare
     textlora compare runs/emotion-lora --baselines --max-train-samples 2000 --epochs 1
 
-The ladder is majority class → TF-IDF + logistic regression → head only → LoRA → full. Each rung runs
-in a fresh (spawned) process, so its peak memory is its own; finished rungs are reused when their
-config has not changed, so rerunning `compare` only renders.
+The ladder is majority class → TF-IDF + logistic regression → zero-shot (nearest label name) → embed (frozen
+embeddings + logistic regression) → SetFit → head only → LoRA → full; the middle three live in `fewshot`.
+`--shots N` (data.shots_per_class) trains every rung on N rows per class. Each rung runs in a fresh (spawned)
+process, so its peak memory is its own; finished rungs are reused when their config has not changed, so
+rerunning `compare` only renders.
 """
 
 from __future__ import annotations
@@ -30,7 +32,11 @@ from textlora.render import (
     write_text,
 )
 
-LADDER = ("majority", "tfidf_logreg", "head", "lora", "full")
+LADDER = ("majority", "tfidf_logreg", "zero-shot", "embed", "setfit", "head", "lora", "full")
+BASELINE_RUNGS = ("majority", "tfidf_logreg", "zero-shot", "embed", "setfit")
+"""Rungs without a run folder: they save a `result.json` (`baselines.run_baseline`)."""
+ENCODER_RUNGS = ("zero-shot", "embed", "setfit")
+"""Rungs on the base's sentence embeddings (`fewshot`): they also depend on the model, length, device and seed."""
 HEADERS = ["run", "method", "val acc", "test acc", "test F1 macro", "trainable params", "size MB", "train s",
            "peak RSS MB"]
 
@@ -129,20 +135,32 @@ def train_rung(rung: str, ref: Any, folder: Path, progress: bool = True) -> Row:
 
     say = print if progress else (lambda *a, **k: None)
     target = folder / rung
-    if rung in ("majority", "tfidf_logreg"):
+    if rung in BASELINE_RUNGS:
         data_cfg = ref.to_dict()["data"]
+        encoder = encoder_options(ref) if rung in ENCODER_RUNGS else None
         saved = target / "result.json"
-        if not (saved.is_file() and json.loads(saved.read_text())["data"] == data_cfg):
+        if not (saved.is_file() and _same_inputs(json.loads(saved.read_text()), data_cfg, encoder)):
             say(f"ladder: {rung} ...")
-            _in_fresh_process(run_baseline, rung, data_cfg, target)
+            _in_fresh_process(run_baseline, rung, data_cfg, target, encoder)
         d = json.loads(saved.read_text())
         d.pop("data")
+        d.pop("encoder", None)
         return baseline_row(BaselineResult.from_dict(d), target)
     cfg = ladder_run_config(rung, ref, folder)
     if not (is_complete(target) and Run.open(target).config == cfg.resolved()):
         say(f"ladder: training {rung} ...")
         _in_fresh_process(_train_quietly, cfg.to_dict())
     return run_row(target, rung)
+
+
+def encoder_options(ref: Any) -> dict[str, Any]:
+    """The `fewshot.EncoderOptions` (as dict) of the embedding rungs under the reference RunConfig `ref`."""
+    return {"model": ref.model.name, "max_length": ref.model.max_length, "device": ref.train.device,
+            "seed": ref.train.seed}
+
+
+def _same_inputs(saved: dict[str, Any], data_cfg: dict[str, Any], encoder: dict[str, Any] | None) -> bool:
+    return saved.get("data") == data_cfg and saved.get("encoder") == encoder
 
 
 def _train_quietly(cfg_dict: dict[str, Any]) -> None:

@@ -59,6 +59,12 @@ class DataConfig:
     """Seed of the stratified splits carved when a split file is missing."""
     label_sep: str | None = None
     """Separator of several labels in one string field (multi-label), e.g. ','."""
+    shots_per_class: int | None = None
+    """Few-label runs: keep a seeded sample of N training rows per class (all of a class that has fewer; for
+    multi-label, rows are drawn per label until each has N). Validation and test stay as they are."""
+    shots_seed: int | None = None
+    """Seed of the shots_per_class sample; null: split_seed. Vary it (not split_seed) to redraw the few rows
+    while validation and test stay fixed."""
 
     def __post_init__(self) -> None:
         validate(self, "data")
@@ -403,6 +409,7 @@ _POSITIVE = Range(0, lo_open=True)  # float fields are also finite
 _FRACTION = Range(0, 1, hi_open=True)
 LIMITS: dict[str, Range] = {
     "data.max_train_samples": _COUNT, "data.max_eval_samples": _COUNT, "data.split_seed": _SEED,
+    "data.shots_per_class": _COUNT, "data.shots_seed": _SEED,
     "model.max_length": Range(2, 2**31 - 1), "model.dropout": _FRACTION, "model.stride": Range(0, 2**31 - 1),
     "model.max_windows": Range(1, 4096),
     "lora.r": Range(1, 4096), "lora.alpha": Range(0, 65536, lo_open=True), "lora.dropout": _FRACTION,

@@ -222,7 +222,7 @@ def evaluate_split(clf: Predictor, data_path: str, split: str = "test", text_col
     from textlora.data.splits import load_dataset
 
     data_cfg = clf.config.data
-    overrides = {"path": data_path, "max_train_samples": None, "max_eval_samples": None}
+    overrides = {"path": data_path, "max_train_samples": None, "max_eval_samples": None, "shots_per_class": None}
     overrides.update({k: v for k, v in (("text_column", text_column), ("label_column", label_column)) if v})
     cfg = type(data_cfg)(**{**data_cfg.__dict__, **overrides})
     s = load_dataset(cfg).splits()[split]

@@ -118,6 +118,9 @@ def load_dataset(cfg: DataConfig) -> Dataset:
                          row_names=s.row_names or None)
     if cfg.max_train_samples:
         splits["train"] = _subsample(splits["train"], cfg.max_train_samples, cfg.split_seed)
+    if cfg.shots_per_class:
+        seed = cfg.split_seed if cfg.shots_seed is None else cfg.shots_seed
+        splits["train"] = sample_shots(splits["train"], cfg.shots_per_class, seed)
     if cfg.max_eval_samples:
         for name in ("validation", "test"):
             splits[name] = _subsample(splits[name], cfg.max_eval_samples, cfg.split_seed)
@@ -177,6 +180,30 @@ def _subsample(split: Split, n: int, seed: int) -> Split:
     except ValueError:
         keep, _ = train_test_split(idx, train_size=n, random_state=seed)
     return _take(split, sorted(keep), split.name, f"{split.source} (sample of {n}, seed {seed})")
+
+
+def sample_shots(split: Split, n: int, seed: int) -> Split:
+    """Keep `n` rows of each class of `split` (every row of a class that has fewer), drawn with `seed`.
+
+    Why: few-label methods are compared at a fixed number of labelled rows per class, as a user who labels
+    a handful of examples of each class would have them. Multi-label rows count for every label they carry;
+    labels are filled in order of the label map, so a label may end with more than `n` rows."""
+    import random
+
+    order = list(range(len(split)))
+    random.Random(seed).shuffle(order)
+    carried = [v if isinstance(v, list) else [v] for v in split.labels]
+    counts: dict[str, int] = {}
+    keep: set[int] = set()
+    for label in sorted({x for v in carried for x in v}, key=str):
+        for i in order:
+            if counts.get(label, 0) >= n:
+                break
+            if label in carried[i] and i not in keep:
+                keep.add(i)
+                for x in carried[i]:
+                    counts[x] = counts.get(x, 0) + 1
+    return _take(split, sorted(keep), split.name, f"{split.source} ({n} per class, seed {seed})")
 
 
 def _take(split: Split, idx: list[int], name: str, source: str) -> Split:
