@@ -2,13 +2,13 @@
 count the flipped rows among the top suspects; then audit the real data and list its top suspects.
 
     nice -n 10 python bench/audit_flip.py --out /tmp/exp/audit_flip                 # 5% flipped, seed 0, 5 folds
-    nice -n 10 python bench/audit_flip.py --out /tmp/exp/audit_flip --real          # also the unflipped data
+    nice -n 10 python bench/audit_flip.py --out /tmp/exp/audit_flip --audits flip,real  # and the real data
     nice -n 10 python bench/audit_flip.py --out /tmp/x --max-train-samples 4000 model.max_length=64
 
 Each flipped row gets a different class drawn uniformly (numpy default_rng(seed)). "Top 5%" is the 5% of training
 rows with the lowest label quality (as many rows as were flipped, so precision and recall are equal there); the
-rows cleanlab flags (a set of its own size) are scored too. One JSON line per audit to stdout; with --real the top
-20 suspects of the real data go to OUT/real_top20.md as a Markdown table.
+rows cleanlab flags (a set of its own size) are scored too. One JSON line per audit to stdout; with `--audits flip,real` the
+top 20 suspects of the real data go to OUT/real_top20.md as a Markdown table.
 """
 
 from __future__ import annotations
@@ -78,35 +78,46 @@ def main() -> None:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--method", default="head")
     p.add_argument("--max-train-samples", type=int, help="audit a stratified sample of the training rows")
-    p.add_argument("--real", action="store_true", help="then audit the real, unflipped data too")
+    p.add_argument("--audits", default="flip", help="comma-separated: flip (the flipped data), real (the real data)")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_args()
 
     data = args.out / "data_flipped"
-    flipped = write_flipped(data, args.fraction, args.seed)
     cfg = RunConfig().with_overrides({"data.path": str(data), "data.max_train_samples": args.max_train_samples,
                                       "model.method": args.method, **parse_overrides(args.overrides)})
+    audits = set(args.audits.split(","))
+    if "flip" in audits:
+        run_flipped(cfg, args)
+    if "real" in audits:
+        run_real(cfg, args)
+
+
+def run_flipped(cfg: RunConfig, args: argparse.Namespace) -> None:
+    flipped = write_flipped(Path(cfg.data.path), args.fraction, args.seed)
     t0 = time.time()
     result = audit(cfg, args.out / "audit_flipped", folds=args.folds)
     # the audit's rows are the file's rows in order unless sampled: map flipped file lines to audit indices
     line_of = [int(s.split()[-1]) - 1 for s in _row_names(cfg)]
-    flipped_idx = {i for i, line in enumerate(line_of) if line in set(flipped.tolist())}
+    flipped_lines = set(flipped.tolist())
+    flipped_idx = {i for i, line in enumerate(line_of) if line in flipped_lines}
     print(json.dumps({"bench": "audit_flip", "fraction": args.fraction, "seed": args.seed, "folds": args.folds,
                       "method": args.method, **score(result, flipped_idx, args.fraction),
                       "cv_accuracy": f"{result.cv['accuracy_mean']:.4f} ± {result.cv['accuracy_std']:.4f}",
                       "seconds": round(time.time() - t0, 1)}), flush=True)
-    if args.real:
-        real = cfg.with_overrides({"data.path": str(EMOTION)})
-        t0 = time.time()
-        r = audit(real, args.out / "audit_real", folds=args.folds)
-        print(json.dumps({"bench": "audit_real", "rows": len(r.quality), "flagged": len(r.suspects),
-                          "cv_accuracy": f"{r.cv['accuracy_mean']:.4f} ± {r.cv['accuracy_std']:.4f}",
-                          "cv_f1_macro": f"{r.cv['f1_macro_mean']:.4f} ± {r.cv['f1_macro_std']:.4f}",
-                          "seconds": round(time.time() - t0, 1)}), flush=True)
-        lines = ["| # | row | text | given | suggested | score |", "|---|---|---|---|---|---|"]
-        lines += [f"| {s.rank} | {s.row_name} | {s.text.replace('|', '/')} | {s.given} | {s.suggested} | {s.score:.4f} |"
-                  for s in r.suspects[:20]]
-        (args.out / "real_top20.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def run_real(cfg: RunConfig, args: argparse.Namespace) -> None:
+    real = cfg.with_overrides({"data.path": str(EMOTION)})
+    t0 = time.time()
+    r = audit(real, args.out / "audit_real", folds=args.folds)
+    print(json.dumps({"bench": "audit_real", "rows": len(r.quality), "flagged": len(r.suspects),
+                      "cv_accuracy": f"{r.cv['accuracy_mean']:.4f} ± {r.cv['accuracy_std']:.4f}",
+                      "cv_f1_macro": f"{r.cv['f1_macro_mean']:.4f} ± {r.cv['f1_macro_std']:.4f}",
+                      "seconds": round(time.time() - t0, 1)}), flush=True)
+    lines = ["| # | row | text | given | suggested | score |", "|---|---|---|---|---|---|"]
+    lines += [f"| {s.rank} | {s.row_name} | {s.text.replace('|', '/')} | {s.given} | {s.suggested} | {s.score:.4f} |"
+              for s in r.suspects[:20]]
+    (args.out / "real_top20.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def _row_names(cfg: RunConfig) -> list[str]:
