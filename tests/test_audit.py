@@ -150,7 +150,8 @@ def _error(capsys, argv: list[str]) -> str:
 
 
 def test_cli_errors_are_one_line_and_come_before_training(planted, tiny_models, tmp_path, capsys):
-    base = ["audit", "--data", str(planted), "--model", str(tiny_models["bert"])]
+    base = ["audit", "--data", str(planted), "--model", str(tiny_models["bert"]), "--max-length", "32"]
+    assert "64 positions" in _error(capsys, base[:5] + ["--out", str(tmp_path / "f")])  # 256 by default
     assert "at least 2" in _error(capsys, base + ["--out", str(tmp_path / "a"), "--folds", "1"])
     other = tmp_path / "other"
     other.mkdir()
@@ -162,7 +163,8 @@ def test_cli_errors_are_one_line_and_come_before_training(planted, tiny_models, 
     multi = write_jsonl(tmp_path / "m" / "train.jsonl", [{"text": f"t {i}", "label": ["a", "b"][: 1 + i % 2]}
                                                          for i in range(20)])
     assert "single-label" in _error(capsys, ["audit", "--data", str(multi.parent), "--out", str(tmp_path / "c")])
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+    assert "not found" in _error(capsys, base[:3] + ["--model", str(tmp_path / "no-model"), "--out", str(tmp_path / "e")])
+    assert not any((tmp_path / x).exists() for x in "abcef")
     with pytest.raises(SystemExit):
         main(base + ["--out", str(tmp_path / "d"), "--method", "full"])
 

@@ -138,6 +138,9 @@ def _check_request(cfg: RunConfig, out: Path, folds: int) -> None:
     if out.is_dir() and any(out.iterdir()) and not _is_audit(out):
         raise RunExistsError(f"--out {out} holds files that are not a textlora audit (no textlora {MARKER}); "
                              "choose a new or empty folder.")
+    from textlora.model.load import check_model
+
+    check_model(cfg.model.name, cfg.model.max_length)  # a wrong --model fails here, not in every fold
 
 
 def _is_audit(folder: Path) -> bool:
