@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["Predictor", "RunConfig", "TrainResult", "load", "train"]
+__all__ = ["AuditResult", "Predictor", "RunConfig", "TrainResult", "audit", "load", "train"]
 
 _LAZY = {
     "Predictor": "textlora.predict",
@@ -21,6 +21,8 @@ _LAZY = {
     "train": "textlora.train",
     "TrainResult": "textlora.train",
     "RunConfig": "textlora.config",
+    "audit": "textlora.auditing",
+    "AuditResult": "textlora.auditing",
 }
 
 

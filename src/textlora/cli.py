@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--device", default="cpu" if q is x else "auto", help=DEVICE_HELP)
     _add_serve_parser(sub)
     add_report_commands(sub)
+    add_audit_command(sub)
     return p
 
 
@@ -360,6 +361,47 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 COMMANDS.update({"report": cmd_report, "compare": cmd_compare, "sweep": cmd_sweep, "runs": cmd_runs})
+
+
+# ---- audit: k-fold out-of-fold predictions -> label errors, duplicates, balance, cv scores --------------------
+
+def add_audit_command(sub: Any) -> None:
+    """`textlora audit --data D --out A`: the config flags of `train` (the recipe of every fold), plus --folds."""
+    from textlora.auditing import METHODS
+
+    a = sub.add_parser("audit", help="k-fold audit of the training split: likely label errors, duplicates, class "
+                                     "balance, cross-validated scores; writes audit.html and suspects.jsonl")
+    a.add_argument("--config", help="YAML run config: the recipe each fold trains with; flags apply on top")
+    a.add_argument("--out", required=True, help="audit folder: new, empty, or an earlier audit's (its finished "
+                                                "folds are reused)")
+    a.add_argument("--folds", type=int, default=5, help="K of the stratified K-fold (default 5)")
+    a.add_argument("--method", choices=list(METHODS), default="head",
+                   help="how each fold trains: head (default, whatever the config says: frozen body, fast) or lora")
+    docs = config_docs()
+    for flag, (key, typ) in TRAIN_FLAGS.items():
+        if flag not in ("--out", "--method"):
+            a.add_argument(flag, type=typ, dest=key.replace(".", "__"), metavar=key.rsplit(".", 1)[-1].upper(),
+                           help=_help(docs.get(key, ""), key))
+    a.add_argument("--quiet", action="store_true", help="no line per fold")
+    a.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.epochs=2 model.max_length=64")
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from textlora.auditing import audit
+    from textlora.config import RunConfig, parse_overrides
+
+    cfg = RunConfig.from_yaml(args.config) if args.config else RunConfig()
+    flags = {key: getattr(args, key.replace(".", "__"), None) for key, _ in TRAIN_FLAGS.values() if key != "out"}
+    flags = {k: v for k, v in flags.items() if v is not None and k != "model.method"}
+    cfg = cfg.with_overrides({**flags, "model.method": args.method, **parse_overrides(args.overrides)})
+    r = audit(cfg, args.out, folds=args.folds, progress=not args.quiet)
+    for s in r.suspects[:10]:
+        print(f"{s.rank:>4}  {s.row_name:>12}  {s.given:>12} -> {s.suggested:<12} {s.score:.3f}  {s.text[:70]}")
+    print(f"wrote {r.path('html')}, {r.path('suspects')} ({len(r.suspects)} suspects), {r.path('duplicates')}")
+    return 0
+
+
+COMMANDS["audit"] = cmd_audit
 
 
 def _one_line_warnings() -> None:

@@ -121,9 +121,7 @@ def check_writable(out: Path, overwrite: bool, data: str | Path | None = None) -
         RunExistsError: `out` is a file, or a non-empty folder that is not replaceable.
     """
     out = Path(out)
-    _check_out_path(out)
-    if data:
-        _check_apart_from_data(out, Path(data))
+    check_path(out, data)
     if out.exists() and not out.is_dir():
         raise RunExistsError(f"--out {out} is a file; pass a folder path.")
     if out.exists() and any(out.iterdir()):
@@ -132,6 +130,21 @@ def check_writable(out: Path, overwrite: bool, data: str | Path | None = None) -
             raise RunExistsError(f"--out {out} already holds {what}; pass --overwrite to replace it, "
                                  "or choose another --out.")
         _check_replaceable(out)
+
+
+def check_path(out: Path, data: str | Path | None = None) -> None:
+    """Refuse an `out` that is the current folder (or above it), sits under a file or where we cannot write, or
+    overlaps `data`; what `out` already holds is not looked at.
+
+    Why: folders textlora reopens on purpose (an audit's, resumed) need these checks without `check_writable`'s
+    refusal of a folder that holds files.
+
+    Raises:
+        ConfigError: naming the problem and a fix.
+    """
+    _check_out_path(Path(out))
+    if data:
+        _check_apart_from_data(Path(out), Path(data))
 
 
 def _check_out_path(out: Path) -> None:
