@@ -31,7 +31,7 @@ from textlora.data.labels import LabelMap
 from textlora.data.splits import assign_splits
 from textlora.errors import DataError
 
-FIX = "Pass {which}_column= to fit"
+FIX = "Set fit's {which}_column="
 """How an error about a missing column says to fix it, in `fit`'s words."""
 KINDS = "a pandas DataFrame, a list of dicts, a (texts, labels) pair or a datasets.Dataset"
 
