@@ -107,7 +107,9 @@ def _expand(splits: dict[str, Any]) -> dict[str, Any]:
 
 
 def _is_dataset(obj: Any) -> bool:
-    return type(obj).__module__.split(".")[0] == "datasets" and hasattr(obj, "features") and hasattr(obj, "to_dict")
+    """A `datasets.Dataset` (not an IterableDataset, which has no length: stream it into a Dataset first)."""
+    return (type(obj).__module__.split(".")[0] == "datasets" and hasattr(obj, "features")
+            and hasattr(obj, "column_names") and hasattr(obj, "__len__"))
 
 
 def _is_frame(obj: Any) -> bool:
