@@ -131,3 +131,25 @@ def test_missing_arrow_files_are_one_line(hf_dict, monkeypatch):
         f.unlink()
     with pytest.raises(DataError, match="no Arrow data files"):
         load_dataset(DataConfig(path=str(hf_dict)))
+
+
+def test_cli_trains_and_evaluates_on_a_hf_folder(hf_dict, tiny_models, tmp_path, capsys):
+    import json
+
+    from textlora.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(hf_dict), "--model", str(tiny_models["bert"]), "--out", str(out),
+                 "--epochs", "1", "--batch-size", "8", "--quiet", "model.max_length=32", "train.eval_base=false"]) == 0
+    assert json.loads((out / "labels.json").read_text())["labels"] == NAMES
+    assert main(["eval", str(out), "--data", str(hf_dict), "--split", "validation",
+                 "--output", str(tmp_path / "m.json")]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["n"] == 15
+
+
+def test_reading_data_imports_no_datasets():
+    import subprocess
+
+    code = "import sys, textlora.data, textlora.fitting; print('datasets' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
