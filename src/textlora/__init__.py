@@ -13,10 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["AuditResult", "Predictor", "RunConfig", "TrainResult", "audit", "load", "train"]
+__all__ = ["AuditResult", "Predictor", "RunConfig", "TrainResult", "audit", "fit", "load", "train"]
 
 _LAZY = {
     "Predictor": "textlora.predict",
+    "fit": "textlora.fitting",
     "load": "textlora.predict",
     "train": "textlora.train",
     "TrainResult": "textlora.train",
@@ -30,5 +31,8 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        # importing textlora.train sets the package's attribute `train` to that module: put the function back
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'textlora' has no attribute {name!r}")

@@ -44,11 +44,13 @@ DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 @dataclass
 class DataConfig:
     path: str = ""
-    """A folder with train/validation/test files, or one file (CSV, TSV, JSONL(.gz), JSON, Parquet)."""
+    """A folder with train/validation/test files, or one file (CSV, TSV, JSONL(.gz), JSON, Parquet), or a Hugging Face
+    save_to_disk folder."""
     text_column: str = "text"
     """Column holding the text to classify."""
     label_column: str = "label"
-    """Column holding the label (a name or an integer id; a list for multi-label)."""
+    """Column holding the label (a name or an integer id; a list for multi-label). 'label' reads a 'labels' column
+    when there is no 'label' one."""
     text_pair_column: str | None = None
     """Optional second text column (e.g. a title) joined in front of the text."""
     max_train_samples: int | None = None

@@ -14,6 +14,7 @@ threshold, tuned on validation at training time and saved as `thresholds.json` i
 from __future__ import annotations
 
 import contextlib
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,28 @@ class Predictor:
         model.to(devices.prepare(where))
         warn_if_emulated(precision, where.type)
         return cls(run, model, tokenizer, batch_size, precision, calibrate=calibrate)
+
+    def save(self, path: str | Path, overwrite: bool = False) -> Path:
+        """Copy this run's folder to `path` (e.g. a run `textlora.fit` trained in a temporary folder) and return
+        `path`; load it later with `textlora.load(path)`.
+
+        Why: a run is a folder; keeping one is copying it whole, written beside `path` and renamed into place.
+        `overwrite` replaces only an earlier textlora run or an empty folder, never other files.
+
+        Raises:
+            RunExistsError: `path` holds files (without `overwrite`), or files that are not a textlora run.
+            ConfigError: `path` is this run's folder, inside it, or holds it.
+        """
+        from textlora.run_folder import staged_dir
+
+        out, here = Path(path), self.run.path.resolve()
+        target = out.resolve()
+        if target == here or target.is_relative_to(here) or here.is_relative_to(target):
+            how = "is" if target == here else "is inside" if target.is_relative_to(here) else "holds"
+            raise ConfigError(f"save: {out} {how} the run folder {self.run.path}; choose a folder apart from it.")
+        with staged_dir(out, overwrite) as staging:
+            shutil.copytree(self.run.path, staging, dirs_exist_ok=True)
+        return out
 
     @property
     def device(self) -> Any:

@@ -59,19 +59,43 @@ def read_table(path: str | Path, text_column: str = "text", label_column: str = 
     if not records:
         raise DataError(f"{path.name}: the file has no data rows. Expected a header/keys with "
                         f"'{text_column}' and '{label_column}' and at least one row.")
+    return table_from_records(records, row_names, columns, path, text_column, label_column, text_pair_column,
+                              label_sep)
+
+
+def table_from_records(records: list[dict], row_names: list[str], columns: set[str], source: str | Path,
+                       text_column: str = "text", label_column: str = "label", text_pair_column: str | None = None,
+                       label_sep: str | None = None, fix: str = "Set --{which}-column (data.{which}_column)") -> Table:
+    """Validate the text and label columns of rows already read (from a file, a table in memory or a Hugging Face
+    dataset) into a `Table`; `source` names them in errors (a file's name, or e.g. 'train (DataFrame)').
+
+    Why: every kind of input gets the same checks and the same one-line errors. Without `label_column` but with a
+    `labels` column (the multi-label convention of Hugging Face datasets and GoEmotions), the default 'label'
+    reads `labels`. `fix` says how to set a column name ({which}: text or label).
+
+    Raises:
+        DataError: a column is missing, or a row has an empty or non-string text or a missing label.
+    """
+    if label_column == "label" and label_column not in columns and "labels" in columns:
+        label_column = "labels"
     needed = [text_column, label_column] + ([text_pair_column] if text_pair_column else [])
     missing = [c for c in needed if c not in columns]
     if missing:
         which = "label" if label_column in missing else "text"
-        raise DataError(f"{path.name}: column {missing[0]!r} not found; columns are {sorted(columns)}. "
-                        f"Set --{which}-column (data.{which}_column) to the right name.")
-    texts = [check_text(r.get(text_column), path, name, text_column) for r, name in zip(records, row_names)]
+        raise DataError(f"{_name(source)}: column {missing[0]!r} not found; columns are {sorted(columns)}. "
+                        f"{fix.format(which=which)} to the right name.")
+    texts = [check_text(r.get(text_column), source, name, text_column) for r, name in zip(records, row_names)]
     if text_pair_column:
-        pairs = [check_text(r.get(text_pair_column), path, n, text_pair_column) for r, n in zip(records, row_names)]
+        pairs = [check_text(r.get(text_pair_column), source, n, text_pair_column) for r, n in zip(records, row_names)]
         texts = [f"{p}. {t}" for p, t in zip(pairs, texts)]
-    labels = [_label(r.get(label_column), path, name, label_column, label_sep)
+    labels = [_label(r.get(label_column), source, name, label_column, label_sep)
               for r, name in zip(records, row_names)]
-    return Table(path, texts, labels, row_names)
+    return Table(Path(source), texts, labels, row_names)
+
+
+def _name(source: str | Path) -> str:
+    """How errors name a source: a file by its name, anything else as given."""
+    return source.name if isinstance(source, Path) else source
 
 
 def read_records(path: Path) -> tuple[list[dict], list[str], set[str]]:
@@ -102,30 +126,30 @@ def _lines(text: str) -> list[str]:
     return [line.removesuffix("\r") for line in text.split("\n")]
 
 
-def check_text(value: Any, path: Path, row: str, column: str) -> str:
+def check_text(value: Any, path: str | Path, row: str, column: str) -> str:
     """`value` if it is a non-empty string, else a DataError naming the file, row and column."""
     if not isinstance(value, str):
         got = "nothing" if _is_missing(value) else f"{type(value).__name__} {value!r}"[:80]
-        raise DataError(f"{path.name} {row}: column '{column}' must be a non-empty string, got {got}. "
+        raise DataError(f"{_name(path)} {row}: column '{column}' must be a non-empty string, got {got}. "
                         "Fix or drop that row.")
     if not value.strip():
-        raise DataError(f"{path.name} {row}: column '{column}' is empty. Every row needs a text; "
+        raise DataError(f"{_name(path)} {row}: column '{column}' is empty. Every row needs a text; "
                         "fix or drop that row.")
     return value
 
 
-def _label(value: Any, path: Path, row: str, column: str, sep: str | None) -> Any:
+def _label(value: Any, path: str | Path, row: str, column: str, sep: str | None) -> Any:
     if isinstance(value, (list, tuple)):
         names = [_label(v, path, row, column, None) for v in value]
         if not names:
-            raise DataError(f"{path.name} {row}: label list in '{column}' is empty; a multi-label row "
+            raise DataError(f"{_name(path)} {row}: label list in '{column}' is empty; a multi-label row "
                             "needs at least one label.")
         return names
     if _is_missing(value) or (isinstance(value, str) and not value.strip()):
-        raise DataError(f"{path.name} {row}: label column '{column}' is empty. Every row needs a label; "
+        raise DataError(f"{_name(path)} {row}: label column '{column}' is empty. Every row needs a label; "
                         "fix or drop that row.")
     if isinstance(value, dict):
-        raise DataError(f"{path.name} {row}: label column '{column}' holds an object {value!r}; expected a "
+        raise DataError(f"{_name(path)} {row}: label column '{column}' holds an object {value!r}; expected a "
                         "label name, an integer id, or a list of names.")
     text = normalize_label(value)
     if sep:
@@ -224,7 +248,7 @@ def _read_delimited(path: Path, sep: str) -> tuple[list[dict], list[str], set[st
     except (pd.errors.ParserError, ValueError) as e:
         raise DataError(f"{path.name}: cannot parse as {'TSV' if sep == chr(9) else 'CSV'}: {e}. "
                         "Check the quoting and the number of fields on that line.") from None
-    return _frame_records(df)
+    return frame_records(df)
 
 
 def _read_parquet(path: Path) -> tuple[list[dict], list[str], set[str]]:
@@ -234,12 +258,13 @@ def _read_parquet(path: Path) -> tuple[list[dict], list[str], set[str]]:
         df = pd.read_parquet(path)
     except Exception as e:  # pyarrow raises several unrelated types for a bad file
         raise DataError(f"{path.name}: cannot read as Parquet ({type(e).__name__}: {e}).") from None
-    return _frame_records(df)
+    return frame_records(df)
 
 
-def _frame_records(df: Any) -> tuple[list[dict], list[str], set[str]]:
+def frame_records(df: Any) -> tuple[list[dict], list[str], set[str]]:
+    """The rows of a pandas DataFrame as dicts of plain Python values ('row 1', ... names), and its columns."""
     columns = {str(c) for c in df.columns}
-    df.columns = [str(c) for c in df.columns]
+    df = df.set_axis([str(c) for c in df.columns], axis=1)  # a copy: a caller's frame stays as it was
     records = []
     for rec in df.to_dict(orient="records"):
         records.append({k: (v.tolist() if hasattr(v, "tolist") and not isinstance(v, str) else v)

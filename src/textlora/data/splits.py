@@ -1,7 +1,8 @@
 """Find the split files of a dataset, carve missing splits with a seeded stratified split, subsample.
 
 A folder holds `train.*`, and optionally `validation.*` (or `valid`, `val`, `dev`) and `test.*`.
-One file stands for all the data. What is missing is carved out of train and recorded:
+One file stands for all the data. A Hugging Face `save_to_disk` folder (`data.hf`) is read the same way: a
+DatasetDict's splits by name, a single Dataset as all the data. What is missing is carved out of train and recorded:
 
 | present              | carved                                   |
 |----------------------|------------------------------------------|
@@ -19,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from textlora.config import DataConfig
-from textlora.data.io import file_format, read_table
+from textlora.data import hf
+from textlora.data.io import Table, file_format, read_table, table_from_records
 from textlora.data.labels import LabelMap
 from textlora.errors import DataError
 
@@ -103,9 +105,13 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     if not root.exists():
         raise DataError(f"data path {root} not found. Pass a folder with train/validation/test files, or one "
                         "CSV/TSV/JSONL/Parquet file.")
-    files = find_split_files(root) if root.is_dir() else {"train": root}
-    tables = {k: read_table(p, cfg.text_column, cfg.label_column, cfg.text_pair_column, cfg.label_sep)
-              for k, p in files.items()}
+    if hf.is_hf_folder(root):
+        tables, hashed = _read_hf_folder(root, cfg)
+    else:
+        files = find_split_files(root) if root.is_dir() else {"train": root}
+        tables = {k: read_table(p, cfg.text_column, cfg.label_column, cfg.text_pair_column, cfg.label_sep)
+                  for k, p in files.items()}
+        hashed = list(files.values())
     splits = {k: Split(k, t.texts, t.labels, str(t.path), t.row_names) for k, t in tables.items()}
     splits = _carve_missing(splits, cfg.split_seed)
     label_map = LabelMap.from_labels(splits["train"].labels)
@@ -124,10 +130,50 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     if cfg.max_eval_samples:
         for name in ("validation", "test"):
             splits[name] = _subsample(splits[name], cfg.max_eval_samples, cfg.split_seed)
-    hashes = {str(p): sha256_file(p) for p in files.values()}
+    hashes = {str(p): sha256_file(p) for p in hashed}
     data = Dataset(splits["train"], splits["validation"], splits["test"], label_map, hashes)
     _warn_overlaps(data.overlaps())
     return data
+
+
+def assign_splits(names: list[str], where: str) -> dict[str, str]:
+    """Map each split role (train, validation, test) to the one of `names` that plays it (`SPLIT_NAMES`, any case);
+    other names are left out with a warning.
+
+    Raises:
+        DataError: no name is a train split, or two names play one role.
+    """
+    roles: dict[str, list[str]] = {role: [n for n in names if n.lower() in aliases]
+                                   for role, aliases in SPLIT_NAMES.items()}
+    for role, found in roles.items():
+        if len(found) > 1:
+            raise DataError(f"{where}: several splits for the {role} split: {found}. Keep one.")
+    if not roles["train"]:
+        raise DataError(f"{where}: no train split; its splits are {list(names)}. Name one of them 'train' "
+                        f"(and optionally {'/'.join(SPLIT_NAMES['validation'])} and 'test').")
+    chosen = {role: found[0] for role, found in roles.items() if found}
+    ignored = [n for n in names if n not in chosen.values()]
+    if ignored:
+        warnings.warn(f"{where}: splits {ignored} are not train, validation or test and were left out.", UserWarning,
+                      stacklevel=3)
+    return chosen
+
+
+def _read_hf_folder(root: Path, cfg: DataConfig) -> tuple[dict[str, Table], list[Path]]:
+    """The validated split tables of a `save_to_disk` folder, and its files (to hash)."""
+    wanted = [c for c in (cfg.text_column, cfg.text_pair_column, cfg.label_column, "labels") if c]
+    parts, files = hf.read_folder(root, wanted)
+    roles = assign_splits(list(parts), str(root)) if "" not in parts else {"train": ""}
+    tables = {}
+    for role, name in roles.items():
+        records, row_names, columns = parts[name]
+        source = f"{root.name}/{name}" if name else root.name
+        if not records:
+            raise DataError(f"{source}: the dataset has no rows. Expected columns '{cfg.text_column}' and "
+                            f"'{cfg.label_column}' and at least one row.")
+        tables[role] = table_from_records(records, row_names, columns, source, cfg.text_column, cfg.label_column,
+                                          cfg.text_pair_column, cfg.label_sep)
+    return tables, files
 
 
 def _warn_overlaps(overlaps: dict[str, int]) -> None:
