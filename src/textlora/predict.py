@@ -100,7 +100,7 @@ class Predictor:
 
     @classmethod
     def load(cls, run_dir: str | Path, check_base: bool = True, batch_size: int | None = None,
-             int8: bool = False, precision: str = "fp32", device: str = "auto") -> Predictor:
+             int8: bool = False, precision: str = "fp32", device: str = "auto", runtime: str = "torch") -> Predictor:
         """Load the run at `run_dir` onto its base model (LoRA merged into the weights) on `device`.
 
         Args:
@@ -110,12 +110,16 @@ class Predictor:
                 autocast, or 'auto' (the device's fastest: `model.precision.resolve_precision`); 16-bit is faster
                 where the hardware has it and slightly less exact (bench/RESULTS.md).
             device: auto (a CUDA GPU when there is one, else the CPU), cpu, cuda or cuda:N.
+            runtime: 'torch', or 'onnx': the run's merged model exported to ONNX once (cached in the run folder)
+                and run by ONNX Runtime on the CPU, fp32 or with `int8` weights (`model/onnx_runtime.py`).
 
         Raises:
             ModelError: not a finished run, or its base is missing or different.
-            ConfigError: an unknown precision or device, a GPU that is not there, or int8 with a 16-bit precision
-                or on a GPU.
+            ConfigError: an unknown precision, device or runtime, a GPU that is not there, int8 with a 16-bit
+                precision or on a GPU, or runtime 'onnx' without its extra.
         """
+        if runtime != "torch":
+            return cls._load_onnx(run_dir, check_base, batch_size, int8, precision, device, runtime)
         where = devices.resolve(device)
         precision = resolve_precision(precision, where)
         if precision != "fp32" and int8:
@@ -133,6 +137,25 @@ class Predictor:
         model.to(devices.prepare(where))
         warn_if_emulated(precision, where.type)
         return cls(run, model, tokenizer, batch_size, precision)
+
+    @classmethod
+    def _load_onnx(cls, run_dir: str | Path, check_base: bool, batch_size: int | None, int8: bool, precision: str,
+                   device: str, runtime: str) -> Predictor:
+        """`load` with runtime 'onnx': the checks, then an `OnnxModel` in the model's place."""
+        from textlora.model.onnx_runtime import load_onnx, require_onnx
+
+        if runtime != "onnx":
+            raise ConfigError(f"runtime must be 'torch' or 'onnx', got {runtime!r}.")
+        if devices.check_spec(device) not in ("auto", "cpu"):
+            raise ConfigError(f"runtime 'onnx' runs on the CPU (ONNX Runtime's CPU provider), got device={device!r}; "
+                              "use device='cpu', or runtime='torch' on a GPU.")
+        if precision not in ("fp32", "auto"):
+            raise ConfigError(f"runtime 'onnx' computes in fp32, or with int8 weights (int8=True); got "
+                              f"precision={precision!r}: use precision='fp32'.")
+        require_onnx()
+        run = Run.open(run_dir)
+        model, tokenizer = load_onnx(run, int8, check_base)
+        return cls(run, model, tokenizer, batch_size, "fp32")
 
     @property
     def device(self) -> Any:
@@ -186,7 +209,7 @@ def export_merged(run_dir: str | Path, out: str | Path, check_base: bool = True,
 
 
 def load(run_dir: str | Path, check_base: bool = True, **options: Any) -> Predictor:
-    """Shortcut for `Predictor.load` (`options`: batch_size, int8, precision, device)."""
+    """Shortcut for `Predictor.load` (`options`: batch_size, int8, precision, device, runtime)."""
     return Predictor.load(run_dir, check_base=check_base, **options)
 
 
