@@ -25,6 +25,7 @@ from textlora.errors import ConfigError
 Method = Literal["lora", "qlora", "full", "head"]
 Truncation = Literal["head", "tail", "head+tail"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Runtime = Literal["torch", "onnx"]
 """Compute precision of forward passes; 'auto' is resolved per device by `model.precision.resolve_precision`."""
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 """What a device setting may say (`textlora.device` resolves it)."""

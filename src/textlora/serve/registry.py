@@ -130,8 +130,9 @@ class Registry:
 
     @classmethod
     def load(cls, specs: Sequence[RunSpec], check_base: bool = True, precision: str = "fp32",
-             device: str = "auto") -> Registry:
-        """Load every run onto `device`; runs on the same base share one copy of it.
+             device: str = "auto", runtime: str = "torch") -> Registry:
+        """Load every run onto `device`; runs on the same base share one copy of it. With runtime 'onnx' each run
+        is its own ONNX model on the CPU (`Predictor.load(runtime='onnx')`).
 
         Raises:
             ConfigError: two runs have the same name, no run was given, or the device or precision is not available.
@@ -146,6 +147,8 @@ class Registry:
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ConfigError(f"run names {duplicates} are given more than once; name each run: NAME=PATH.")
+        if runtime == "onnx":
+            return cls._load_onnx(specs, check_base, precision, device)
         where = devices.prepare(devices.resolve(device))
         reg = cls(precision=resolve_precision(precision, where), device=where,
                   batch_size=devices.EVAL_BATCH["cuda"] if where.type == "cuda" else cls.batch_size)
@@ -158,6 +161,21 @@ class Registry:
         for base in shared.values():
             for name in base.runs:
                 reg.runs[name].shared = len(base.runs) > 1
+        return reg
+
+    @classmethod
+    def _load_onnx(cls, specs: Sequence[RunSpec], check_base: bool, precision: str, device: str) -> Registry:
+        """Each run as its own ONNX model on the CPU, batching requests as the PyTorch runs do."""
+        import torch
+
+        from textlora.predict import Predictor
+
+        reg = cls(precision="fp32", device=torch.device("cpu"))
+        for spec in specs:
+            predictor = Predictor.load(spec.path, check_base, reg.batch_size, precision=precision, device=device,
+                                       runtime="onnx")
+            predictor.batching = tight_batches
+            reg.runs[spec.name] = ServedRun(spec.name, predictor, _summary(predictor.run))
         return reg
 
     @property
