@@ -22,10 +22,12 @@ Needs the `onnx` extra: `pip install "textlora[onnx]"`.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 import warnings
@@ -116,6 +118,7 @@ def onnx_path(run: Run, int8: bool = False, check_base: bool = True) -> Path:
         return target
     if not _writable(target.parent):
         folder = Path(tempfile.mkdtemp(prefix="textlora-onnx-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
         warnings.warn(f"{run.path} is read-only: its ONNX model is exported to {folder} for this process only (not "
                       "cached). Make the run folder writable to cache the export there.", UserWarning, stacklevel=2)
         return _export_into(run, folder, int8, check_base)
@@ -172,8 +175,6 @@ def quantize_int8(fp32: Path, out: Path) -> None:
 def export_folder(run: Run, out: Path, int8: bool = False, check_base: bool = True) -> Path:
     """Copy the run's (cached) ONNX model to the new folder `out` with its tokenizer, labels.json and, for a
     multi-label run, thresholds.json: what an ONNX Runtime user needs beside the model."""
-    import shutil
-
     if out.exists() and (not out.is_dir() or any(out.iterdir())):  # before the export
         raise ModelError(f"--out {out} exists and is not an empty folder; choose a new folder for the export.")
     model, tokenizer = load_onnx(run, int8, check_base)
