@@ -149,14 +149,19 @@ def weights_sha256(run: Run) -> str:
 
 def export_fp32(model: torch.nn.Module, out: Path) -> None:
     """Write `model` (a Hugging Face sequence classifier, on the CPU) to `out` as one ONNX file with inputs
-    `input_ids`, `attention_mask` (int64, dynamic batch and sequence axes) and output `logits`."""
+    `input_ids`, `attention_mask` (int64, dynamic batch and sequence axes) and output `logits`.
+
+    A BERT-style last layer is exported for [CLS] only (`model/cls_only.py`), as PyTorch computes it."""
+    from textlora.model.cls_only import cls_only_last_layer
+
     require_onnx()
     wrapper = _Logits(model).eval()
     ids = torch.tensor([[2, 5, 6, 7, 3], [2, 5, 3, 0, 0]], dtype=torch.long) % model.config.vocab_size
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.long)
     axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}
     # the exporter prints its progress to stdout, which is `textlora predict --json`'s output
-    with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings(), _quiet_logs("torch.onnx"):
+    with (contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings(), _quiet_logs("torch.onnx"),
+          cls_only_last_layer(model)):
         warnings.simplefilter("ignore")  # exporter notices (torchvision absent, deprecations): nothing to act on
         torch.onnx.export(wrapper, (ids, mask), str(out), input_names=["input_ids", "attention_mask"],
                           output_names=["logits"], dynamic_shapes=axes, dynamo=True, opset_version=OPSET,
