@@ -59,6 +59,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda: textlora and the pipeline on that device")
     p.add_argument("--pipeline-batch-size", type=int, nargs="+", default=None,
                    help="default: 1, 16, 64 on a CPU; 1, 64, 256 on a GPU")
+    p.add_argument("--max-texts", type=int, help="classify only the first N test texts (a smoke check)")
     args = p.parse_args()
     gpu = args.device != "cpu"
     args.pipeline_batch_size = args.pipeline_batch_size or ([1, 64, 256] if gpu else [1, 16, 64])
@@ -73,7 +74,7 @@ def main() -> None:
 
     run = args.run or _quick_run(args.data, args.model, args.device)
     test = load_dataset(DataConfig(path=args.data)).test
-    texts, gold = test.texts, test.labels
+    texts, gold = test.texts[:args.max_texts], test.labels[:args.max_texts]
     clf = Predictor.load(run, device=args.device)
     ours, t_ours = _timed(clf.predict, texts, args.device)
     pipe_rates, best = {}, None
