@@ -121,16 +121,25 @@ def onnx_path(run: Run, int8: bool = False, check_base: bool = True) -> Path:
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
         warnings.warn(f"{run.path} is read-only: its ONNX model is exported to {folder} for this process only (not "
                       "cached). Make the run folder writable to cache the export there.", UserWarning, stacklevel=2)
-        return _export_into(run, folder, int8, check_base)
+        return _export_into(run, folder, int8, check_base, key)
+    with _lock(target.parent):  # two processes loading one run export it once, and never lose a record
+        for part in (False, True) if int8 else (False,):  # int8 is quantized from the fp32 export
+            _cache(run, part, key, check_base)
+    return target
+
+
+def _cache(run: Run, int8: bool, key: str, check_base: bool) -> None:
+    """Export one file of the cache unless it is current (under the cache's lock)."""
+    target = run.path_of(PARTS[int8])
+    if _is_current(target, key):
+        return
     _check_ours(target)
-    fp32 = onnx_path(run, False, check_base) if int8 else None
     with _staged(target) as tmp:
         if int8:
-            quantize_int8(fp32, tmp)
+            quantize_int8(run.path_of(PARTS[False]), tmp)
         else:
             export_fp32(_merged_model(run, check_base), tmp)
     _record(target, key)
-    return target
 
 
 def weights_sha256(run: Run) -> str:
@@ -215,15 +224,28 @@ def _merged_model(run: Run, check_base: bool) -> torch.nn.Module:
     return model.float().eval()
 
 
-def _export_into(run: Run, folder: Path, int8: bool, check_base: bool) -> Path:
-    """Export to `folder` without a cache (a read-only run folder)."""
-    fp32 = folder / path_of("", "onnx").name
-    export_fp32(_merged_model(run, check_base), fp32)
+def _export_into(run: Run, folder: Path, int8: bool, check_base: bool, key: str) -> Path:
+    """Export to `folder` without a cache (a read-only run folder); an int8 model from the cached fp32 one if any."""
+    fp32 = run.path_of(PARTS[False])
+    if not _is_current(fp32, key):
+        fp32 = folder / fp32.name
+        export_fp32(_merged_model(run, check_base), fp32)
     if not int8:
         return fp32
-    out = folder / path_of("", "onnx_int8").name
+    out = folder / run.path_of(PARTS[True]).name
     quantize_int8(fp32, out)
     return out
+
+
+@contextlib.contextmanager
+def _lock(folder: Path):
+    """Hold an exclusive flock on `folder/.lock` for the block."""
+    import fcntl  # POSIX only, as the run lock
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        yield
 
 
 @contextlib.contextmanager
