@@ -7,8 +7,11 @@ Both classify the 2000 emotion test texts with the same merged weights. textlora
 batches of 32 (Predictor's default) with dynamic padding, the last layer for [CLS] only; the pipeline at each batch size of
 `--pipeline-batch-size` (default 1, 16 and 64), and the speed-up is quoted against its fastest.
 Also textlora with dynamic int8 quantization (per-channel weights) and with bf16 autocast (fast only on
-CPUs with AMX or AVX512-BF16: `cpu_native_bf16` says whether this one has them). Prints one JSON line:
-examples/s of each, the speed-up, label agreement with the pipeline, and test accuracy of each.
+CPUs with AMX or AVX512-BF16: `cpu_native_bf16` says whether this one has them). On a CPU, also ONNX Runtime
+(`--runtime onnx`): the fp32 and the int8 ONNX export of the same run (exported once into the run folder; the
+export's seconds are reported apart), with the largest logit difference of fp32 ONNX from PyTorch fp32 and the
+label agreement of both with PyTorch fp32 and with the pipeline. Prints one JSON line: examples/s of each, the
+speed-up, label agreement with the pipeline, and test accuracy of each.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda: textlora and the pipeline on that device")
     p.add_argument("--pipeline-batch-size", type=int, nargs="+", default=None,
                    help="default: 1, 16, 64 on a CPU; 1, 64, 256 on a GPU")
+    p.add_argument("--max-texts", type=int, help="classify only the first N test texts (a smoke check)")
     args = p.parse_args()
     gpu = args.device != "cpu"
     args.pipeline_batch_size = args.pipeline_batch_size or ([1, 64, 256] if gpu else [1, 16, 64])
@@ -70,7 +74,7 @@ def main() -> None:
 
     run = args.run or _quick_run(args.data, args.model, args.device)
     test = load_dataset(DataConfig(path=args.data)).test
-    texts, gold = test.texts, test.labels
+    texts, gold = test.texts[:args.max_texts], test.labels[:args.max_texts]
     clf = Predictor.load(run, device=args.device)
     ours, t_ours = _timed(clf.predict, texts, args.device)
     pipe_rates, best = {}, None
@@ -89,6 +93,7 @@ def main() -> None:
     ours16, t_bf16 = _timed(Predictor.load(run, precision="bf16", device=args.device).predict, texts, args.device)
     n = len(texts)
     second = "fp16" if gpu else "int8"
+    onnx = {} if gpu else _onnx_rows(run, texts, ours, theirs, gold, clf.logits(texts))
 
     def acc(pred):
         return round(float(np.mean([a == b for a, b in zip(pred, gold)])), 4)
@@ -104,8 +109,28 @@ def main() -> None:
         f"agreement_{second}": round(float(np.mean([a == b for a, b in zip(ours8, theirs)])), 4),
         "agreement_bf16": round(float(np.mean([a == b for a, b in zip(ours16, theirs)])), 4),
         "accuracy_pipeline": acc(theirs), "accuracy_textlora": acc(ours), f"accuracy_textlora_{second}": acc(ours8),
-        "accuracy_textlora_bf16": acc(ours16), "cpu_native_bf16": native_bf16(), "device": args.device,
+        "accuracy_textlora_bf16": acc(ours16), "cpu_native_bf16": native_bf16(), "device": args.device, **onnx,
     }))
+
+
+def _onnx_rows(run: str, texts: list[str], torch_fp32: list, pipe: list, gold: list, logits) -> dict:
+    """ONNX Runtime fp32 and int8 on the run: speed, agreement with PyTorch fp32 and the pipeline, accuracy."""
+    import numpy as np
+
+    from textlora.predict import Predictor
+
+    out: dict = {}
+    for name, int8 in (("onnx_fp32", False), ("onnx_int8", True)):
+        t = time.perf_counter()
+        clf = Predictor.load(run, runtime="onnx", int8=int8)  # exports on the first load, then reads the cache
+        out[f"{name}_load_s"] = round(time.perf_counter() - t, 1)
+        labels, seconds = _timed(clf.predict, texts)
+        out[f"textlora_{name}_examples_per_s"] = round(len(texts) / seconds, 1)
+        out[f"agreement_{name}_vs_torch_fp32"] = round(float(np.mean([a == b for a, b in zip(labels, torch_fp32)])), 4)
+        out[f"agreement_{name}_vs_pipeline"] = round(float(np.mean([a == b for a, b in zip(labels, pipe)])), 4)
+        out[f"accuracy_textlora_{name}"] = round(float(np.mean([a == b for a, b in zip(labels, gold)])), 4)
+        out[f"{name}_max_abs_logit_diff_vs_torch_fp32"] = float(np.abs(clf.logits(texts) - logits).max())
+    return out
 
 
 if __name__ == "__main__":

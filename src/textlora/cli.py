@@ -16,7 +16,7 @@ import typing
 from pathlib import Path
 from typing import Any, get_args
 
-from textlora.config import METRIC_DIRECTION, Precision, config_docs, field_docs
+from textlora.config import METRIC_DIRECTION, Precision, Runtime, config_docs, field_docs
 from textlora.errors import TextloraError
 from textlora.serve.options import ServeOptions
 
@@ -50,6 +50,8 @@ TRAIN_FLAGS = {
 
 DEVICE_HELP = "auto (a CUDA GPU when there is one, else the CPU), cpu, cuda or cuda:N"
 PRECISION_CHOICES = list(get_args(Precision))
+RUNTIME_HELP = ("torch, or onnx: the run's merged model exported once to ONNX (cached in the run folder) and run by "
+                "ONNX Runtime on the CPU; needs the onnx extra")
 PRECISION_HELP = ("fp32 (default: what the run's metrics were computed in); bf16/fp16 (GPU only) autocast, faster where "
                   "the hardware has it, slightly less exact; auto: the device's fastest")
 
@@ -99,9 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
     for q in (e, pr):
         q.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32", help=PRECISION_HELP)
         q.add_argument("--no-check-base", action="store_true", help="skip the base-model weight check")
-    x = sub.add_parser("export", help="write a run as a merged full-precision Hugging Face model folder")
+        q.add_argument("--runtime", choices=list(get_args(Runtime)), default="torch", help=RUNTIME_HELP)
+        q.add_argument("--int8", action="store_true", help="int8 weights (CPU): PyTorch's dynamic quantization, or "
+                                                           "with --runtime onnx the int8 ONNX model")
+    x = sub.add_parser("export", help="write a run as a merged Hugging Face model folder, or as ONNX")
     x.add_argument("run")
-    x.add_argument("--out", required=True, help="a new folder")
+    x.add_argument("--format", choices=["hf", "onnx"], default="hf",
+                   help="hf: a merged full-precision Hugging Face folder at --out; onnx: the ONNX model, cached in "
+                        "the run folder (onnx/) and copied to --out with the tokenizer and labels when given")
+    x.add_argument("--int8", action="store_true", help="with --format onnx: the int8 ONNX model (quantized from the "
+                                                       "fp32 one; both are cached)")
+    x.add_argument("--out", help="a new folder (required for --format hf)")
     x.add_argument("--no-check-base", action="store_true", help="skip the base-model weight check")
     for q in (e, pr, x):
         q.add_argument("--device", default="cpu" if q is x else "auto", help=DEVICE_HELP)
@@ -145,7 +155,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from textlora.predict import Predictor, evaluate_split
 
     _check_output_file(args.output)
-    clf = Predictor.load(args.run, check_base=not args.no_check_base, precision=args.precision, device=args.device)
+    clf = Predictor.load(args.run, check_base=not args.no_check_base, precision=args.precision, device=args.device,
+                         runtime=args.runtime, int8=args.int8)
     m = evaluate_split(clf, args.data, args.split, args.text_column, args.label_column)
     print(f"{args.split}: n={m['n']}  accuracy {m['accuracy']:.4f}  macro-F1 {m['f1_macro']:.4f}  "
           f"weighted-F1 {m['f1_weighted']:.4f}  loss {m['loss']:.4f}")
@@ -164,7 +175,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not texts:
         raise TextloraError("nothing to classify: give texts as arguments or --input FILE.")
     clf = Predictor.load(args.run, check_base=not args.no_check_base, precision=args.precision, device=args.device,
-                         calibrate=not args.no_calibrate)
+                         calibrate=not args.no_calibrate, runtime=args.runtime, int8=args.int8)
     proba = clf.predict_proba(texts)
     chosen = clf.kind.decide(proba, clf.thresholds_)
     rows = [{"text": t, "label": c, "scores": {name: round(float(s), 6) for name, s in zip(clf.labels_, p)}}
@@ -199,8 +210,26 @@ def _check_output_file(output: str | None) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from textlora.predict import export_merged
 
+    if args.format == "onnx":
+        return _export_onnx(args)
+    if args.int8 or not args.out:
+        raise TextloraError("export --format hf needs --out FOLDER and takes no --int8 (the merged Hugging Face "
+                            "folder is fp32); for int8 use --format onnx --int8.")
     out = export_merged(args.run, args.out, check_base=not args.no_check_base, device=args.device)
     print(f"wrote {out}: load it with AutoModelForSequenceClassification.from_pretrained({str(out)!r})")
+    return 0
+
+
+def _export_onnx(args: argparse.Namespace) -> int:
+    """`export --format onnx`: the run's ONNX model (int8: quantized from the fp32 one, both cached), copied to --out
+    with the tokenizer and labels when given."""
+    from textlora.model.onnx_runtime import export_folder, onnx_path
+    from textlora.run_folder import Run
+
+    run, check = Run.open(args.run), not args.no_check_base
+    path = export_folder(run, Path(args.out), args.int8, check) if args.out else onnx_path(run, args.int8, check)
+    print(f"wrote {path} (textlora predict RUN --runtime onnx{' --int8' if args.int8 else ''} uses the run's cached "
+          "copy)")
     return 0
 
 

@@ -27,6 +27,7 @@ Truncation = Literal["head", "tail", "head+tail"]
 LongText = Literal["truncate", "windows"]
 WindowPool = Literal["mean", "max"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Runtime = Literal["torch", "onnx"]
 """Compute precision of forward passes; 'auto' is resolved per device by `model.precision.resolve_precision`."""
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 """What a device setting may say (`textlora.device` resolves it)."""

@@ -105,7 +105,8 @@ class Predictor:
 
     @classmethod
     def load(cls, run_dir: str | Path, check_base: bool = True, batch_size: int | None = None,
-             int8: bool = False, precision: str = "fp32", device: str = "auto", calibrate: bool = True) -> Predictor:
+             int8: bool = False, precision: str = "fp32", device: str = "auto", calibrate: bool = True,
+             runtime: str = "torch") -> Predictor:
         """Load the run at `run_dir` onto its base model (LoRA merged into the weights) on `device`.
 
         Args:
@@ -117,12 +118,16 @@ class Predictor:
             device: auto (a CUDA GPU when there is one, else the CPU), cpu, cuda or cuda:N.
             calibrate: apply the run's temperature to `predict_proba` when training recorded it as lowering
                 validation ECE (`calibration.json`); False: raw softmax scores, as runs without the file give.
+            runtime: 'torch', or 'onnx': the run's merged model exported to ONNX once (cached in the run folder)
+                and run by ONNX Runtime on the CPU, fp32 or with `int8` weights (`model/onnx_runtime.py`).
 
         Raises:
             ModelError: not a finished run, or its base is missing or different.
-            ConfigError: an unknown precision or device, a GPU that is not there, or int8 with a 16-bit precision
-                or on a GPU.
+            ConfigError: an unknown precision, device or runtime, a GPU that is not there, int8 with a 16-bit
+                precision or on a GPU, or runtime 'onnx' without its extra.
         """
+        if runtime != "torch":
+            return cls._load_onnx(run_dir, check_base, batch_size, int8, precision, device, runtime, calibrate)
         where = devices.resolve(device)
         precision = resolve_precision(precision, where)
         if precision != "fp32" and int8:
@@ -164,6 +169,27 @@ class Predictor:
         with staged_dir(out, overwrite) as staging:
             shutil.copytree(self.run.path, staging, dirs_exist_ok=True)
         return out
+
+    @classmethod
+    def _load_onnx(cls, run_dir: str | Path, check_base: bool, batch_size: int | None, int8: bool, precision: str,
+                   device: str, runtime: str, calibrate: bool = True) -> Predictor:
+        """`load` with runtime 'onnx': the checks, then an `OnnxModel` in the model's place."""
+        from textlora.model.onnx_runtime import load_onnx, require_onnx
+
+        if runtime != "onnx":
+            raise ConfigError(f"runtime must be 'torch' or 'onnx', got {runtime!r}.")
+        if devices.check_spec(device) not in ("auto", "cpu"):
+            raise ConfigError(f"runtime 'onnx' runs on the CPU (ONNX Runtime's CPU provider), got device={device!r}; "
+                              "use device='cpu', or runtime='torch' on a GPU.")
+        if precision not in ("fp32", "auto"):
+            raise ConfigError(f"runtime 'onnx' computes in fp32, or with int8 weights (int8=True); got "
+                              f"precision={precision!r}: use precision='fp32'.")
+        require_onnx()
+        run = Run.open(run_dir)
+        if calibrate:
+            run.temperature  # noqa: B018 - a broken calibration.json fails before the export
+        model, tokenizer = load_onnx(run, int8, check_base)
+        return cls(run, model, tokenizer, batch_size, "fp32", calibrate=calibrate)
 
     @property
     def device(self) -> Any:
@@ -218,7 +244,7 @@ def export_merged(run_dir: str | Path, out: str | Path, check_base: bool = True,
 
 
 def load(run_dir: str | Path, check_base: bool = True, **options: Any) -> Predictor:
-    """Shortcut for `Predictor.load` (`options`: batch_size, int8, precision, device, calibrate).
+    """Shortcut for `Predictor.load` (`options`: batch_size, int8, precision, device, calibrate, runtime).
 
     >>> load("runs/emotion-lora", calibrate=False).predict_proba(["great"])  # doctest: +SKIP
     """

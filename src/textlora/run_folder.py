@@ -45,11 +45,16 @@ FILES = {
     "head": "head.safetensors",
     "model": "model",
     "tokenizer": "tokenizer",
+    "onnx": "onnx/model.onnx",
+    "onnx_int8": "onnx/model.int8.onnx",
+    "onnx_source": "onnx/source.json",
 }
 """The parts of a run folder and their names on disk; every module names them through `path_of`.
 
 `manifest` is written last and marks a finished run; `adapter` (lora, qlora), `head` (head) and `model` (full)
-hold the trained weights; `tokenizer` is the base's tokenizer as trained with."""
+hold the trained weights; `tokenizer` is the base's tokenizer as trained with. `onnx/` is a cache written after
+training, on the first ONNX Runtime load (`model/onnx_runtime.py`): the merged model in fp32 and int8, and
+`source.json`, the sha256 of each file and of the weights it was exported from."""
 MANIFEST = FILES["manifest"]
 WEIGHTS = ("adapter", "head", "model")
 """The parts that hold trained weights (one of them per run, by method)."""

@@ -40,11 +40,12 @@ def serve(runs: Sequence[str], options: ServeOptions) -> None:
 
         torch.set_num_threads(options.threads)
     registry = Registry.load([RunSpec.parse(r) for r in runs], check_base=options.check_base,
-                             precision=options.precision, device=options.device, calibrate=options.calibrate)
+                             precision=options.precision, device=options.device, calibrate=options.calibrate,
+                             runtime=options.runtime)
     app = build_app(registry, options)
     print(f"serving {registry.names} on http://{options.host}:{options.port} "
           f"(batching {'on, max wait ' + str(options.max_wait_ms) + ' ms' if options.batching else 'off'}, "
-          f"{registry.device}, {registry.precision})",
+          f"{registry.device}, {registry.precision}{', onnx' if options.runtime == 'onnx' else ''})",
           flush=True)
     uvicorn.run(app, host=options.host, port=options.port, log_level="warning", access_log=False,
                 http=header_timeout_protocol(options.header_timeout_s))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import get_args
 
-from textlora.config import DEVICE_PATTERN, Precision
+from textlora.config import DEVICE_PATTERN, Precision, Runtime
 from textlora.errors import ConfigError
 
 
@@ -46,6 +46,9 @@ class ServeOptions:
     AVX512-BF16, GPUs) and slightly less exact; 'auto' the device's fastest (`textlora.model.precision`)."""
     device: str = "auto"
     """Where the models compute: auto (a CUDA GPU when there is one, else the CPU), cpu, cuda or cuda:N."""
+    runtime: Runtime = "torch"
+    """'torch', or 'onnx': each run's merged model exported once to ONNX (cached in its run folder) and run by ONNX
+    Runtime on the CPU (no shared base: each run holds its own weights); needs the onnx extra."""
 
     def __post_init__(self) -> None:
         problems = [f"{name} must be a positive integer, got {getattr(self, name)}"
@@ -64,6 +67,8 @@ class ServeOptions:
             problems.append(f"precision must be one of {list(get_args(Precision))}, got {self.precision!r}")
         if not isinstance(self.device, str) or not DEVICE_PATTERN.match(self.device):
             problems.append(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.runtime not in get_args(Runtime):
+            problems.append(f"runtime must be one of {list(get_args(Runtime))}, got {self.runtime!r}")
         if not 0 <= self.port < 65536:
             problems.append(f"port must be in 0..65535, got {self.port}")
         if problems:

@@ -131,9 +131,10 @@ class Registry:
 
     @classmethod
     def load(cls, specs: Sequence[RunSpec], check_base: bool = True, precision: str = "fp32",
-             device: str = "auto", calibrate: bool = True) -> Registry:
+             device: str = "auto", calibrate: bool = True, runtime: str = "torch") -> Registry:
         """Load every run onto `device`; runs on the same base share one copy of it. With `calibrate`, each run's
-        scores use the temperature its training recorded as lowering validation ECE (`Predictor`).
+        scores use the temperature its training recorded as lowering validation ECE (`Predictor`). With runtime
+        'onnx' each run is its own ONNX model on the CPU (`Predictor.load(runtime='onnx')`).
 
         Raises:
             ConfigError: two runs have the same name, no run was given, or the device or precision is not available.
@@ -148,6 +149,8 @@ class Registry:
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ConfigError(f"run names {duplicates} are given more than once; name each run: NAME=PATH.")
+        if runtime == "onnx":
+            return cls._load_onnx(specs, check_base, precision, device, calibrate)
         where = devices.prepare(devices.resolve(device))
         reg = cls(precision=resolve_precision(precision, where), device=where,
                   batch_size=devices.EVAL_BATCH["cuda"] if where.type == "cuda" else cls.batch_size)
@@ -161,6 +164,22 @@ class Registry:
         for base in shared.values():
             for name in base.runs:
                 reg.runs[name].shared = len(base.runs) > 1
+        return reg
+
+    @classmethod
+    def _load_onnx(cls, specs: Sequence[RunSpec], check_base: bool, precision: str, device: str,
+                   calibrate: bool = True) -> Registry:
+        """Each run as its own ONNX model on the CPU, batching requests as the PyTorch runs do."""
+        import torch
+
+        from textlora.predict import Predictor
+
+        reg = cls(precision="fp32", device=torch.device("cpu"))
+        for spec in specs:
+            predictor = Predictor.load(spec.path, check_base, reg.batch_size, precision=precision, device=device,
+                                       runtime="onnx", calibrate=calibrate)
+            predictor.batching = tight_batches
+            reg.runs[spec.name] = ServedRun(spec.name, predictor, _summary(predictor.run))
         return reg
 
     @property
