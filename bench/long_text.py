@@ -23,6 +23,8 @@ VARIANTS = {
     "truncate-head+tail-128": {"model.max_length": 128, "model.truncation": "head+tail"},
     "windows-128": {"model.max_length": 128, "model.long_text": "windows", "model.stride": 32,
                     "model.max_windows": 5},  # 126 + 4 x 94 = 502 distinct tokens: about head+tail-512's budget
+    "windows-128x4": {"model.max_length": 128, "model.long_text": "windows", "model.stride": 32,
+                      "model.max_windows": 4},  # 126 + 3 x 94 = 408 distinct tokens
     "truncate-head+tail-512": {"model.max_length": 512, "model.truncation": "head+tail"},
     "windows-512": {"model.max_length": 512, "model.long_text": "windows", "model.stride": 128},
 }
@@ -75,6 +77,8 @@ def main() -> None:
     p.add_argument("--max-eval-samples", type=int)
     p.add_argument("--epochs", type=int)
     p.add_argument("--out", default=None)
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides for every variant, e.g. lora.top_layers=1 train.eval_base=false")
     args = p.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import yaml
@@ -86,6 +90,10 @@ def main() -> None:
             base["data"][key] = value
     if args.epochs is not None:
         base["train"]["epochs"] = args.epochs
+    for item in args.set:
+        key, value = item.split("=", 1)
+        section, name = key.split(".", 1)
+        base.setdefault(section, {})[name] = yaml.safe_load(value)
     out = Path(args.out or tempfile.mkdtemp(prefix="long_text_"))
     for name in args.variants:
         print(json.dumps(run_variant(name, base, out)), flush=True)
