@@ -33,6 +33,7 @@ TRAIN_FLAGS = {
     "--epochs": ("train.epochs", int), "--lr": ("train.lr", float), "--batch-size": ("train.batch_size", int),
     "--weight-decay": ("train.weight_decay", float), "--seed": ("train.seed", int),
     "--precision": ("train.precision", str), "--device": ("train.device", str), "--out": ("out", str),
+    "--report-to": ("train.report_to", str),
 }
 
 

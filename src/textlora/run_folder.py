@@ -43,11 +43,13 @@ FILES = {
     "head": "head.safetensors",
     "model": "model",
     "tokenizer": "tokenizer",
+    "card": "README.md",
 }
 """The parts of a run folder and their names on disk; every module names them through `path_of`.
 
 `manifest` is written last and marks a finished run; `adapter` (lora, qlora), `head` (head) and `model` (full)
-hold the trained weights; `tokenizer` is the base's tokenizer as trained with."""
+hold the trained weights; `tokenizer` is the base's tokenizer as trained with; `card` is the model card
+(`textlora.card`), for people and the hub: nothing reads it back."""
 MANIFEST = FILES["manifest"]
 WEIGHTS = ("adapter", "head", "model")
 """The parts that hold trained weights (one of them per run, by method)."""

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from textlora import __version__, distributed
+from textlora import __version__, distributed, tracking
 from textlora import device as devices
 from textlora.checkpoint import (
     checkpoint_dir,
@@ -59,6 +59,7 @@ from textlora.model.precision import (
     warn_if_emulated,
 )
 from textlora.model.quantization import quantization_config
+from textlora.card import write_card
 from textlora.model.saving import save_model
 from textlora.run_folder import (
     check_writable,
@@ -132,14 +133,16 @@ def train(cfg: RunConfig, overwrite: bool = False, progress: bool = True,
     threads = torch.get_num_threads()
     check_writable(Path(cfg.out), overwrite, cfg.data.path)  # before the lock: it writes beside --out
     try:
-        with run_lock(cfg.out, enabled=int(os.environ.get("RANK", "0")) == 0):  # one training per --out
-            return _train(cfg, overwrite, progress, before_commit, on_epoch, resume)
+        main = int(os.environ.get("RANK", "0")) == 0
+        with run_lock(cfg.out, enabled=main), tracking.tracking(cfg, enabled=main) as tracker:  # one per --out
+            return _train(cfg, overwrite, progress, before_commit, on_epoch, resume, tracker)
     finally:
         torch.set_num_threads(threads)  # train.num_threads applies to this run only
 
 
 def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Callable[[Path, dict], None] | None,
-           on_epoch: Callable[[int, dict], None] | None, resume: str) -> TrainResult:
+           on_epoch: Callable[[int, dict], None] | None, resume: str,
+           tracker: tracking.Trackers = tracking.OFF) -> TrainResult:
     started = time.time()
     out = Path(cfg.out)
     check_writable(out, overwrite, cfg.data.path)  # again under the lock
@@ -173,6 +176,7 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
         say(f"untrained base: validation {_fmt(metrics['base']['validation'])}")
     if ckpt is not None:
         ckpt.base_metrics = metrics.get("base")
+    tracker.log_params(cfg.to_dict(), start_step=ckpt.resume_from["step"] if ckpt and ckpt.resume_from else 0)
 
     model = build_model(base.model, cfg.model.method, cfg.lora, base.new_modules)
     params = count_params(model)
@@ -192,7 +196,7 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
     # a BERT-style last layer computes [CLS] only: same loss, fewer FLOPs; bf16 steps keep CPU attention fp32
     with cls_only_last_layer(model), cpu_fp32_attention(model, precision):
         history, best_epoch = _fit(_loop(model, prep, cfg, dist, cache, precision, ckpt), cfg.train, progress,
-                                   on_epoch, ckpt)
+                                   on_epoch, ckpt, tracker)
     train_seconds = time.time() - t0
     if cache is not None:
         metrics["layer_cache"] = {"layers": cache.split_at, "seconds": cache.seconds, "mb": cache.nbytes / 2**20}
@@ -226,9 +230,12 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
         manifest.update(device=devices.describe(device), precision=precision, world_size=dist.world)
         # the staging folder becomes the run only when whole, so hooks may read the manifest too
         write_manifest(tmp, manifest)
+        write_card(tmp)  # README.md: a Hugging Face model card of the run, from the files above
         if before_commit is not None:
             before_commit(tmp, metrics)
     remove_checkpoints(ckpt.folder)
+    tracker.log_final(metrics)
+    tracker.log_artifacts(out)  # from the committed folder: report.html and the figures of before_commit too
     dist.barrier()
     say(f"run saved to {out}  ({time.time() - started:.0f}s)")
     return TrainResult(out, metrics, best_epoch, params, train_seconds)
@@ -309,13 +316,14 @@ def _loop(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, dist: distrib
 
 
 def _fit(loop: _Loop, tc: TrainConfig, progress: bool, on_epoch: Callable[[int, dict], None] | None = None,
-         ckpt: _Checkpointing | None = None) -> tuple[list[dict], int]:
+         ckpt: _Checkpointing | None = None,
+         tracker: tracking.Trackers = tracking.OFF) -> tuple[list[dict], int]:
     """The training loop: order, forward, loss, backward, step, evaluate, keep the best, checkpoint. Returns the
     per-epoch history and the best epoch (1-based); the model is left holding the best epoch's weights."""
     model, s, device = loop.model, loop.state, loop.dist.device
     optimizer, scheduler, scaler = loop.optimizer, loop.scheduler, loop.scaler
     trainable = [p for p in model.parameters() if p.requires_grad]
-    log = _LossLog(loop.dist)
+    log = _LossLog(loop.dist, tracker)
     for epoch in range(s.epoch, tc.epochs + 1):
         model.train()
         batches = train_batches(loop.lengths, tc.batch_size, tc.seed, epoch)  # the same order on every resume
@@ -351,6 +359,7 @@ def _fit(loop: _Loop, tc: TrainConfig, progress: bool, on_epoch: Callable[[int, 
             bar.close()
         seconds = time.time() - t_epoch
         val = loop.validate()
+        tracker.log_validation(headline(val), s.step)
         record = {"epoch": epoch, "train_loss": float(np.mean([x[1] for x in s.losses])), "seconds": seconds,
                   "train_examples_per_s": seen / seconds, "steps": s.losses,
                   **{f"val_{k}": v for k, v in headline(val).items()}}
@@ -379,8 +388,8 @@ class _LossLog:
 
     EVERY = 50
 
-    def __init__(self, dist: distributed.Dist):
-        self.dist, self.pending = dist, []
+    def __init__(self, dist: distributed.Dist, tracker: tracking.Trackers = tracking.OFF):
+        self.dist, self.pending, self.tracker = dist, [], tracker
 
     def add(self, step: int, loss: torch.Tensor, lr: float, rows: int) -> None:
         self.pending.append((step, loss.detach(), lr, rows))
@@ -395,6 +404,7 @@ class _LossLog:
         new = [(step, mean, lr) for (step, _, lr, _), mean in zip(self.pending, means)]
         into.extend(new)
         self.pending = []
+        self.tracker.log_steps(new)  # train/loss, train/lr (train.report_to)
         return new
 
 
