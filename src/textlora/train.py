@@ -23,6 +23,7 @@ import torch
 
 from textlora import __version__, distributed, tracking
 from textlora import device as devices
+from textlora.card import write_card
 from textlora.checkpoint import (
     checkpoint_dir,
     fingerprint,
@@ -59,7 +60,6 @@ from textlora.model.precision import (
     warn_if_emulated,
 )
 from textlora.model.quantization import quantization_config
-from textlora.card import write_card
 from textlora.model.saving import save_model
 from textlora.run_folder import (
     check_writable,
