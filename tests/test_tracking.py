@@ -214,6 +214,19 @@ def test_report_to_from_flag_override_and_yaml(tmp_path):
             pass
 
 
+def test_a_store_that_cannot_be_opened_is_one_line(tmp_path):
+    from textlora.config import RunConfig
+    from textlora.tracking import tracking
+
+    cfg = RunConfig().with_overrides({"out": str(tmp_path / "r"), "train.report_to": ["mlflow"],
+                                      "train.mlflow_uri": "nosuchscheme://x"})
+    with pytest.raises(ConfigError, match=r"^train.report_to: cannot open mlflow at nosuchscheme://x \(.+\); check "
+                                          r"train.mlflow_uri or \$MLFLOW_TRACKING_URI.$") as e:
+        with tracking(cfg):
+            pass
+    assert "\n" not in str(e.value)
+
+
 def test_tracking_settings_do_not_stop_a_resume():
     from textlora.checkpoint import fingerprint
     from textlora.config import RunConfig
@@ -272,3 +285,12 @@ def test_predict_and_serve_ignore_the_card(tracked):
     texts = ["good great day", "the bad chair"]
     assert clf.predict_proba(texts).shape == (2, 3)
     assert reg.scores("r1", texts).shape == (2, 3)
+
+
+def test_importing_train_loads_no_tracker():
+    import subprocess
+    import sys
+
+    code = "import sys, textlora.train; print(sorted({'mlflow', 'tensorboard'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

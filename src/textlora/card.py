@@ -107,8 +107,12 @@ def _data(run: Run, manifest: dict[str, Any]) -> str:
     d = manifest.get("data", {})
     lines = [f"- data: `{run.config.data.path}` (text column `{run.config.data.text_column}`, label column "
              f"`{run.config.data.label_column}`)"]
+    for split, info in (d.get("splits") or {}).items():
+        info = info if isinstance(info, dict) else {"rows": info}
+        source = f" from `{Path(str(info['source'])).name}`" if info.get("source") else ""
+        lines.append(f"- {split}: {info.get('rows')} rows{source}")
     if d.get("splits"):
-        lines.append(f"- splits: {d['splits']} (split seed {d.get('split_seed')})")
+        lines.append(f"- a split without its own file is carved from train, seeded (split seed {d.get('split_seed')})")
     for path, sha in sorted((d.get("files_sha256") or {}).items()):
         lines.append(f"- `{Path(path).name}` sha256 `{sha}`")
     return "\n".join(lines)
@@ -161,4 +165,8 @@ def _how_to_load(run: Run, base: str) -> str:
                  f"\n\nbase = AutoModelForSequenceClassification.from_pretrained(\"{base}\", "
                  f"num_labels={len(run.labels.labels)})\nmodel = PeftModel.from_pretrained(base, "
                  "\"path/to/this/folder/adapter\")\n```")
+    if run.method == "full":
+        text += ("\n\nWith transformers alone:\n\n```python\nfrom transformers import "
+                 "AutoModelForSequenceClassification\n\nmodel = AutoModelForSequenceClassification.from_pretrained("
+                 "\"path/to/this/folder/model\")\n```")
     return text + "\n\n`textlora export path/to/this/folder --out merged` writes a plain transformers model folder."

@@ -191,7 +191,7 @@ def tracking(cfg: Any, enabled: bool = True) -> Iterator[Trackers]:
     check(report_to)
     if "tensorboard" in report_to:
         _check_outside_run(cfg)
-    trackers = Trackers([_BACKENDS[b](cfg) for b in report_to] if enabled else [])
+    trackers = Trackers([_open(b, cfg) for b in report_to] if enabled else [])
     try:
         yield trackers
     except KeyboardInterrupt:
@@ -202,6 +202,17 @@ def tracking(cfg: Any, enabled: bool = True) -> Iterator[Trackers]:
             trackers.close("FAILED")
         raise
     trackers.close("FINISHED")
+
+
+def _open(backend: str, cfg: Any) -> Tracker:
+    """The tracker of `backend`; a store it cannot open is a one-line ConfigError, before training."""
+    try:
+        return _BACKENDS[backend](cfg)
+    except Exception as e:
+        where = mlflow_uri(cfg) if backend == "mlflow" else str(tensorboard_dir(cfg))
+        fix = "train.mlflow_uri or $MLFLOW_TRACKING_URI" if backend == "mlflow" else "train.tracking_dir"
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"train.report_to: cannot open {backend} at {where} ({reason}); check {fix}.") from None
 
 
 class TensorBoardTracker:
