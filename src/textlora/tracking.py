@@ -43,8 +43,8 @@ class Tracker(Protocol):
     def log_params(self, params: dict[str, Any], start_step: int) -> None:
         """The resolved config as flat dotted keys; `start_step` is 0, or the step a resumed run continues from."""
 
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        """Scalars at an optimizer step."""
+    def log_metrics(self, points: list[tuple[int, str, float]]) -> None:
+        """Scalars as (optimizer step, name, value), in step order: one call per flush, so a backend can batch."""
 
     def log_artifacts(self, run_dir: Path) -> None:
         """Files of the finished run folder."""
@@ -76,16 +76,19 @@ class Trackers:
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         """Scalars at `step`."""
-        if not self.trackers:
-            return
-        self.step = max(self.step, step)
-        for t in self.trackers:
-            t.log_metrics(metrics, step)
+        self._log([(step, k, v) for k, v in metrics.items()])
 
     def log_steps(self, entries: list[tuple[int, float, float]]) -> None:
         """(step, loss, lr) entries as `_LossLog.flush` returns them: `train/loss` and `train/lr` at each step."""
-        for step, loss, lr in entries if self.trackers else ():
-            self.log_metrics({"train/loss": loss, "train/lr": lr}, step)
+        self._log([p for step, loss, lr in entries for p in ((step, "train/loss", loss), (step, "train/lr", lr))])
+
+    def _log(self, points: list[tuple[int, str, float]]) -> None:
+        if not self.trackers or not points:
+            return
+        self.step = max(self.step, max(step for step, _, _ in points))
+        points = [(step, name, float(value)) for step, name, value in points]
+        for t in self.trackers:
+            t.log_metrics(points)
 
     def log_validation(self, metrics: dict[str, float], step: int) -> None:
         """An evaluation's headline metrics as `val/<name>` (`metrics.json` history: `val_<name>`)."""
@@ -237,8 +240,8 @@ class TensorBoardTracker:
         for summary in (experiment, start):
             self.writer.file_writer.add_summary(summary)
 
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        for name, value in metrics.items():
+    def log_metrics(self, points: list[tuple[int, str, float]]) -> None:
+        for step, name, value in points:
             self.writer.add_scalar(name, value, step, new_style=True, double_precision=True)
 
     def log_artifacts(self, run_dir: Path) -> None:
@@ -299,11 +302,11 @@ class MlflowTracker:
         if start_step:
             self.client.log_batch(self.run_id, tags=[RunTag("textlora.resumed_from_step", str(start_step))])
 
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+    def log_metrics(self, points: list[tuple[int, str, float]]) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        items = [Metric(name, value, now, step) for step, name, value in points]
         for i in range(0, len(items), self.BATCH):
             self.client.log_batch(self.run_id, metrics=items[i:i + self.BATCH])
 
