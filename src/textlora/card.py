@@ -107,12 +107,14 @@ def _data(run: Run, manifest: dict[str, Any]) -> str:
     d = manifest.get("data", {})
     lines = [f"- data: `{run.config.data.path}` (text column `{run.config.data.text_column}`, label column "
              f"`{run.config.data.label_column}`)"]
+    folder = str(run.config.data.path).rstrip("/") + "/"
     for split, info in (d.get("splits") or {}).items():
         info = info if isinstance(info, dict) else {"rows": info}
-        source = f" from `{Path(str(info['source'])).name}`" if info.get("source") else ""
-        lines.append(f"- {split}: {info.get('rows')} rows{source}")
-    if d.get("splits"):
-        lines.append(f"- a split without its own file is carved from train, seeded (split seed {d.get('split_seed')})")
+        source = str(info.get("source") or "").replace(folder, "")  # a file's name, or how the split was carved
+        lines.append(f"- {split}: {info.get('rows')} rows" + (f", {source}" if source else ""))
+    if any("carved" in str((info or {}).get("source", "")) for info in (d.get("splits") or {}).values()
+           if isinstance(info, dict)):
+        lines.append(f"- carved splits are seeded stratified samples of train (split seed {d.get('split_seed')})")
     for path, sha in sorted((d.get("files_sha256") or {}).items()):
         lines.append(f"- `{Path(path).name}` sha256 `{sha}`")
     return "\n".join(lines)
