@@ -25,7 +25,8 @@ def test_two_process_ddp_matches_single_process(tiny_models, tiny_data, tmp_path
             {"model.dropout": 0.0, "lora.dropout": 0.0})
 
     single = train(cfg(tmp_path / "single"), progress=False)
-    cfg(tmp_path / "ddp", grad_accum=grad_accum).to_yaml(tmp_path / "ddp.yaml")
+    cfg(tmp_path / "ddp", grad_accum=grad_accum).with_overrides({"train.report_to": ["tensorboard"]}).to_yaml(
+        tmp_path / "ddp.yaml")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
            f"--master_port={_free_port()}", "-m", "textlora.cli", "train", "--config", str(tmp_path / "ddp.yaml"),
            "--quiet"]
@@ -39,3 +40,5 @@ def test_two_process_ddp_matches_single_process(tiny_models, tiny_data, tmp_path
         assert ddp[split]["accuracy"] == pytest.approx(single.metrics[split]["accuracy"], abs=1 / 30 + 1e-9)
     manifest = json.loads((tmp_path / "ddp" / "manifest.json").read_text())
     assert manifest["method"] == "lora"
+    events = list((tmp_path / "tensorboard" / "ddp").iterdir())  # train.report_to: rank 0 alone logs
+    assert len(events) == 1 and events[0].name.startswith("events.out.tfevents.")

@@ -15,7 +15,8 @@ from textlora.predict import Predictor
 from textlora.train import train
 
 TEXTS = ["good great day", "the bad awful chair", "a table and a door", "i love it", "not a fan , don't recommend ."]
-RUN_FILES = {"config.yaml", "labels.json", "tokenizer", "metrics.json", "loss_log.jsonl", "manifest.json"}
+RUN_FILES = {"config.yaml", "labels.json", "tokenizer", "metrics.json", "loss_log.jsonl", "manifest.json",
+             "README.md"}
 METHOD_FILES = {"lora": "adapter", "full": "model", "head": "head.safetensors"}
 
 

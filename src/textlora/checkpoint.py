@@ -26,8 +26,9 @@ from textlora.errors import DiskFullError
 from textlora.run_folder import is_disk_full, pid_alive
 
 FORMAT = 1
-DEVICE_NEUTRAL = ("device", "eval_batch_size")
-"""Train settings that may change between a checkpoint and its resume: where it runs, not what it computes."""
+DEVICE_NEUTRAL = ("device", "eval_batch_size", "report_to", "tracking_dir", "mlflow_uri")
+"""Train settings that may change between a checkpoint and its resume: where it runs or logs, not what it
+computes."""
 STOP_NEUTRAL = ("patience", "max_minutes")
 """Train settings that may change between a checkpoint and its resume: when to stop, not what a step computes (a run
 stopped by its time budget continues under a new one)."""

@@ -44,6 +44,7 @@ TRAIN_FLAGS = {
     "--loss": ("train.loss", str), "--class-weights": ("train.class_weights", _yaml_value),
     "--grad-accum": ("train.grad_accum", int), "--eval-every": ("train.eval_every", int),
     "--patience": ("train.patience", int), "--max-minutes": ("train.max_minutes", float),
+    "--report-to": ("train.report_to", str),
 }
 
 

@@ -207,6 +207,15 @@ class TrainConfig:
     """Time budget of this invocation's training loop (validations included): at the first step boundary past it,
     validate, keep the best, write the run and keep a checkpoint, so rerunning with --overwrite continues exactly
     (with its own budget). Null: no budget. Not part of a checkpoint's identity."""
+    report_to: list[str] | None = None
+    """Experiment trackers that get the per-step loss and lr, each validation, the config and the final metrics:
+    tensorboard, mlflow (`pip install textlora[track]`), e.g. `--report-to tensorboard,mlflow`; null: none."""
+    tracking_dir: str | None = None
+    """TensorBoard: folder of event files, one subfolder per run (named after out's last part); null: `tensorboard`
+    beside the run folder, so `tensorboard --logdir runs/tensorboard` shows every run under runs/."""
+    mlflow_uri: str | None = None
+    """MLflow tracking URI (experiment: $MLFLOW_EXPERIMENT_NAME or textlora); null: $MLFLOW_TRACKING_URI, else a
+    SQLite store `mlflow.db` beside the run folder, its artifacts in `mlartifacts` there."""
 
     def __post_init__(self) -> None:
         if self.class_weights is None:  # `class_weights: null` in YAML
@@ -427,13 +436,16 @@ LIMITS: dict[str, Range] = {
     "train.max_minutes": _POSITIVE,
 }
 """The range of every numeric field, by dotted key; `validate` checks them (and that floats are finite)."""
-NON_EMPTY = {"data.text_column", "data.label_column", "data.text_pair_column", "data.label_sep", "model.name", "out"}
+NON_EMPTY = {"data.text_column", "data.label_column", "data.text_pair_column", "data.label_sep", "model.name", "out",
+             "train.tracking_dir", "train.mlflow_uri"}
 """String fields that must not be empty when set. No string may hold a NUL character (the OS refuses such paths)."""
-PATHS = {"data.path", "model.name", "out"}
+PATHS = {"data.path", "model.name", "out", "train.tracking_dir"}
 """Path fields: each part at most 200 bytes (file systems allow 255, and textlora names staging and checkpoint
 folders after `out`'s last part)."""
 PATTERNS = {"train.device": (DEVICE_PATTERN, "auto, cpu, cuda or cuda:N")}
 """String fields of a fixed form: the pattern and what it accepts, in words."""
+LIST_CHOICES = {"train.report_to": ("tensorboard", "mlflow")}
+"""List fields whose items come from a closed set."""
 _KINDS = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string",
           list[str]: "a non-empty list of non-empty strings"}
 
@@ -483,6 +495,8 @@ def _expected(key: str, value: Any, hint: Any) -> str | None:
         limit = LIMITS.get(key)
         kind = "a non-empty string" if key in NON_EMPTY else kind + (f" {limit}" if limit else "")
         ok = _is(value, hint) and (limit is None or value in limit)
+        if key in LIST_CHOICES:
+            ok, kind = ok and set(value) <= set(LIST_CHOICES[key]), f"a list of {', '.join(LIST_CHOICES[key])}"
     return None if ok else kind + (" or null" if nullable else "")
 
 

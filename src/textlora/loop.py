@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from textlora import device as devices
-from textlora import distributed
+from textlora import distributed, tracking
 from textlora.checkpoint import has_checkpoints, save_checkpoint
 from textlora.config import METRIC_DIRECTION, TrainConfig
 from textlora.data.batching import train_batches
@@ -97,14 +97,14 @@ class Fit:
 
 
 def fit(loop: Loop, tc: TrainConfig, progress: bool, on_epoch: Callable[[float, dict], None] | None = None,
-        ckpt: Checkpointing | None = None) -> Fit:
+        ckpt: Checkpointing | None = None, tracker: tracking.Trackers = tracking.OFF) -> Fit:
     """The training loop: order, micro-batches (forward, loss, backward), clip, step, validate, keep the best,
     checkpoint, stop early. `on_epoch(epoch, validation metrics)` follows each validation (`epoch` is a fraction
-    mid-epoch); an exception it raises stops training."""
+    mid-epoch); an exception it raises stops training. `tracker` gets each flushed step and each validation."""
     model, s = loop.model, loop.state
     optimizer, scheduler, scaler = loop.optimizer, loop.scheduler, loop.scaler
     trainable = [p for p in model.parameters() if p.requires_grad]
-    log = LossLog(loop.dist)
+    log = LossLog(loop.dist, tracker)
     deadline = time.monotonic() + 60 * tc.max_minutes if tc.max_minutes else math.inf
     # a run resumed from a checkpoint written as its patience ran out stops there, as it did before the kill
     reason = "patience" if _patience_spent(s, tc) and s.epoch <= tc.epochs else None
@@ -144,14 +144,14 @@ def fit(loop: Loop, tc: TrainConfig, progress: bool, on_epoch: Callable[[float, 
             if loop.trim_every and s.step % loop.trim_every == 0:
                 release_free_memory(collect=False)  # else glibc's fragments grow the resident set (memory.py)
             if validate:
-                _validate(loop, epoch, len(batches), clock, bar, progress, on_epoch)
+                _validate(loop, epoch, len(batches), clock, bar, progress, on_epoch, tracker)
                 reason = "patience" if _patience_spent(s, tc) and not last else None
             if end:
                 s.epoch, s.batch = epoch + 1, 0
             if ckpt and (due or end or out_of_time):
                 ckpt.save(s, model, optimizer, scheduler, scaler)  # before a budget's extra validation: resumable
             if out_of_time and not validate:
-                _validate(loop, epoch, len(batches), clock, bar, progress, on_epoch)  # the run gets its last weights
+                _validate(loop, epoch, len(batches), clock, bar, progress, on_epoch, tracker)  # the run gets its last weights
             reason = reason or ("max_minutes" if out_of_time else None)
             if reason:
                 break
@@ -203,7 +203,7 @@ class _Clock:
 
 
 def _validate(loop: Loop, epoch: int, batches: int, clock: _Clock, bar: Any, progress: bool,
-              on_epoch: Callable[[float, dict], None] | None) -> None:
+              on_epoch: Callable[[float, dict], None] | None, tracker: tracking.Trackers = tracking.OFF) -> None:
     """After each validation, the one place: record it in the history, report it, keep the best weights and count
     the validations since the best. The record's `epoch` is the epoch in progress at an epoch end, else a fraction."""
     s = loop.state
@@ -215,6 +215,7 @@ def _validate(loop: Loop, epoch: int, batches: int, clock: _Clock, bar: Any, pro
               **{f"val_{k}": v for k, v in headline(val).items()}}
     s.history.append(record)
     s.losses = []
+    tracker.log_validation(headline(val), s.step)  # val/<metric> (train.report_to)
     if progress:
         line = (f"epoch {at} (step {s.step}): train loss {record['train_loss']:.4f}  validation {fmt(val)}  "
                 f"({seconds:.0f}s, {record['train_examples_per_s']:.0f} ex/s)")
@@ -240,8 +241,8 @@ class LossLog:
 
     EVERY = 50
 
-    def __init__(self, dist: distributed.Dist):
-        self.dist, self.pending = dist, []
+    def __init__(self, dist: distributed.Dist, tracker: tracking.Trackers = tracking.OFF):
+        self.dist, self.pending, self.tracker = dist, [], tracker
 
     def add(self, step: int, loss: torch.Tensor, lr: float, rows: int) -> None:
         """Keep step `step`'s mean loss over this rank's `rows` rows, still on the device."""
@@ -257,6 +258,7 @@ class LossLog:
         new = [(step, mean, lr) for (step, _, lr, _), mean in zip(self.pending, means)]
         into.extend(new)
         self.pending = []
+        self.tracker.log_steps(new)  # train/loss, train/lr (train.report_to)
         return new
 
 

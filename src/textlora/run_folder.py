@@ -48,11 +48,13 @@ FILES = {
     "onnx": "onnx/model.onnx",
     "onnx_int8": "onnx/model.int8.onnx",
     "onnx_source": "onnx/source.json",
+    "card": "README.md",
 }
 """The parts of a run folder and their names on disk; every module names them through `path_of`.
 
 `manifest` is written last and marks a finished run; `adapter` (lora, qlora), `head` (head) and `model` (full)
-hold the trained weights; `tokenizer` is the base's tokenizer as trained with. `onnx/` is a cache written after
+hold the trained weights; `tokenizer` is the base's tokenizer as trained with; `card` is the model card
+(`textlora.card`), for people and the hub: nothing reads it back. `onnx/` is a cache written after
 training, on the first ONNX Runtime load (`model/onnx_runtime.py`): the merged model in fp32 and int8, and
 `source.json`, the sha256 of each file and of the weights it was exported from."""
 MANIFEST = FILES["manifest"]

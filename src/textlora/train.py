@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from textlora import __version__, distributed
+from textlora import __version__, distributed, tracking
 from textlora import device as devices
+from textlora.card import write_card
 from textlora.checkpoint import checkpoint_dir, fingerprint, has_checkpoints, load_latest, remove_checkpoints
 from textlora.config import RunConfig
 from textlora.data.batching import Encoded, collate, encode_for
@@ -127,14 +128,16 @@ def train(cfg: RunConfig, overwrite: bool = False, progress: bool = True,
     threads = torch.get_num_threads()
     check_writable(Path(cfg.out), overwrite, cfg.data.path)  # before the lock: it writes beside --out
     try:
-        with run_lock(cfg.out, enabled=int(os.environ.get("RANK", "0")) == 0):  # one training per --out
-            return _train(cfg, overwrite, progress, before_commit, on_epoch, resume)
+        main = int(os.environ.get("RANK", "0")) == 0
+        with run_lock(cfg.out, enabled=main), tracking.tracking(cfg, enabled=main) as tracker:  # one per --out
+            return _train(cfg, overwrite, progress, before_commit, on_epoch, resume, tracker)
     finally:
         torch.set_num_threads(threads)  # train.num_threads applies to this run only
 
 
 def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Callable[[Path, dict], None] | None,
-           on_epoch: Callable[[float, dict], None] | None, resume: str) -> TrainResult:
+           on_epoch: Callable[[float, dict], None] | None, resume: str,
+           tracker: tracking.Trackers = tracking.OFF) -> TrainResult:
     started = time.time()
     out = Path(cfg.out)
     check_writable(out, overwrite, cfg.data.path)  # again under the lock
@@ -178,6 +181,7 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
         say(f"untrained base: validation {fmt(metrics['base']['validation'])}")
     if ckpt is not None:
         ckpt.base_metrics = metrics.get("base")
+    tracker.log_params(cfg.to_dict(), start_step=ckpt.resume_from["step"] if ckpt and ckpt.resume_from else 0)
 
     model = build_model(base.model, cfg.model.method, cfg.lora, base.new_modules)
     params = count_params(model)
@@ -197,7 +201,7 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
     # a BERT-style last layer computes [CLS] only: same loss, fewer FLOPs; bf16 steps keep CPU attention fp32
     with cls_only_last_layer(model), cpu_fp32_attention(model, precision):
         fitted = fit(_loop(model, prep, cfg, dist, cache, precision, ckpt, loss), cfg.train, progress, on_epoch,
-                     ckpt)
+                     ckpt, tracker)
     train_seconds = time.time() - t0
     if cache is not None:
         metrics["layer_cache"] = {"layers": cache.split_at, "seconds": cache.seconds, "mb": cache.nbytes / 2**20}
@@ -240,10 +244,13 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
         manifest.update(device=devices.describe(device), precision=precision, world_size=dist.world)
         # the staging folder becomes the run only when whole, so hooks may read the manifest too
         write_manifest(tmp, manifest)
+        write_card(tmp)  # README.md: a Hugging Face model card of the run, from the files above
         if before_commit is not None:
             before_commit(tmp, metrics)
     if (fitted.stopped_early or {}).get("reason") != "max_minutes":  # out of time: kept to continue from
         remove_checkpoints(ckpt.folder)
+    tracker.log_final(metrics)
+    tracker.log_artifacts(out)  # from the committed folder: report.html and the figures of before_commit too
     dist.barrier()
     say(f"run saved to {out}  ({time.time() - started:.0f}s)")
     return TrainResult(out, metrics, best_epoch, params, train_seconds)
