@@ -5,7 +5,8 @@ import json
 import numpy as np
 from conftest import make_rows, write_jsonl
 
-from textlora.baselines import majority, run_baseline, tfidf_logreg
+from textlora.baselines import majority, tfidf_logreg
+from textlora.compare import run_baseline
 from textlora.config import DataConfig
 from textlora.data.splits import load_dataset
 

@@ -13,12 +13,11 @@ from __future__ import annotations
 import pickle
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from textlora.data.splits import Dataset, load_dataset
+from textlora.data.splits import Dataset
 from textlora.heads import kind_of
 
 TFIDF_C = (0.3, 1.0, 3.0, 10.0, 30.0)
@@ -106,29 +105,6 @@ def fit_tfidf_logreg(data: Dataset, seed: int = 42, grid: tuple[float, ...] = TF
 
 
 BASELINES = {"majority": majority, "tfidf_logreg": tfidf_logreg}
-
-
-def run_baseline(name: str, data_cfg: dict[str, Any], out: str | Path,
-                 encoder: dict[str, Any] | None = None) -> BaselineResult:
-    """Load the data of `data_cfg` (a DataConfig as dict), run baseline `name`, save `out/result.json`.
-
-    `encoder` (a `fewshot.EncoderOptions` as dict) sets the base of the embedding rungs (embed, setfit,
-    zero-shot); it is saved beside the data config so `compare` reruns a rung when either changes."""
-    from textlora.config import DataConfig
-    from textlora.fewshot import FEWSHOT, EncoderOptions
-    from textlora.memory import peak_rss_mb
-    from textlora.run_folder import write_json
-
-    if name not in BASELINES and name not in FEWSHOT:
-        raise ValueError(f"unknown baseline {name!r}; choose from {sorted(BASELINES) + sorted(FEWSHOT)}.")
-    data = load_dataset(DataConfig(**data_cfg))
-    result = FEWSHOT[name](data, EncoderOptions(**(encoder or {}))) if name in FEWSHOT else BASELINES[name](data)
-    result.peak_rss_mb = peak_rss_mb()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    saved = {"data": data_cfg, **({"encoder": encoder} if encoder is not None else {}), **result.to_dict()}
-    write_json(out / "result.json", saved)
-    return result
 
 
 def _full_log_proba(clf: Any, x: Any, k: int) -> np.ndarray:

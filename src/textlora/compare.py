@@ -34,7 +34,7 @@ from textlora.render import (
 
 LADDER = ("majority", "tfidf_logreg", "zero-shot", "embed", "setfit", "head", "lora", "full")
 BASELINE_RUNGS = ("majority", "tfidf_logreg", "zero-shot", "embed", "setfit")
-"""Rungs without a run folder: they save a `result.json` (`baselines.run_baseline`)."""
+"""Rungs without a run folder: they save a `result.json` (`run_baseline`)."""
 ENCODER_RUNGS = ("zero-shot", "embed", "setfit")
 """Rungs on the base's sentence embeddings (`fewshot`): they also depend on the model, length, device and seed."""
 HEADERS = ["run", "method", "val acc", "test acc", "test F1 macro", "trainable params", "size MB", "train s",
@@ -130,7 +130,7 @@ def ladder_run_config(rung: str, ref: Any, folder: Path) -> Any:
 
 def train_rung(rung: str, ref: Any, folder: Path, progress: bool = True) -> Row:
     """Run one rung of the ladder in a fresh process (or reuse its finished folder) and return its row."""
-    from textlora.baselines import BaselineResult, run_baseline
+    from textlora.baselines import BaselineResult
     from textlora.run_folder import Run, is_complete
 
     say = print if progress else (lambda *a, **k: None)
@@ -161,6 +161,32 @@ def encoder_options(ref: Any) -> dict[str, Any]:
 
 def _same_inputs(saved: dict[str, Any], data_cfg: dict[str, Any], encoder: dict[str, Any] | None) -> bool:
     return saved.get("data") == data_cfg and saved.get("encoder") == encoder
+
+
+def run_baseline(name: str, data_cfg: dict[str, Any], out: str | Path,
+                 encoder: dict[str, Any] | None = None) -> Any:
+    """Load the data of `data_cfg` (a DataConfig as dict), run baseline `name` (`baselines.BASELINES` or
+    `fewshot.FEWSHOT`), save `out/result.json` and return its `BaselineResult`; the ladder runs it in a fresh process.
+
+    `encoder` (a `fewshot.EncoderOptions` as dict) sets the base of the embedding rungs (embed, setfit,
+    zero-shot); it is saved beside the data config so `compare` reruns a rung when either changes."""
+    from textlora.baselines import BASELINES
+    from textlora.config import DataConfig
+    from textlora.data.splits import load_dataset
+    from textlora.fewshot import FEWSHOT, EncoderOptions
+    from textlora.memory import peak_rss_mb
+    from textlora.run_folder import write_json
+
+    if name not in BASELINES and name not in FEWSHOT:
+        raise ValueError(f"unknown baseline {name!r}; choose from {sorted(BASELINES) + sorted(FEWSHOT)}.")
+    data = load_dataset(DataConfig(**data_cfg))
+    result = FEWSHOT[name](data, EncoderOptions(**(encoder or {}))) if name in FEWSHOT else BASELINES[name](data)
+    result.peak_rss_mb = peak_rss_mb()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    saved = {"data": data_cfg, **({"encoder": encoder} if encoder is not None else {}), **result.to_dict()}
+    write_json(out / "result.json", saved)
+    return result
 
 
 def _train_quietly(cfg_dict: dict[str, Any]) -> None:
