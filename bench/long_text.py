@@ -25,6 +25,7 @@ VARIANTS = {
                     "model.max_windows": 5},  # 126 + 4 x 94 = 502 distinct tokens: about head+tail-512's budget
     "windows-128x4": {"model.max_length": 128, "model.long_text": "windows", "model.stride": 32,
                       "model.max_windows": 4},  # 126 + 3 x 94 = 408 distinct tokens
+    "truncate-head+tail-320": {"model.max_length": 320, "model.truncation": "head+tail"},  # windows-128x4's tokens
     "truncate-head+tail-512": {"model.max_length": 512, "model.truncation": "head+tail"},
     "windows-512": {"model.max_length": 512, "model.long_text": "windows", "model.stride": 128},
 }
