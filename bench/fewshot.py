@@ -10,7 +10,7 @@ data set. Validation picks C (logistic-regression rungs) and the best epoch (tra
 a real few-label user may have no such split. zero-shot uses no training rows, so it runs once per data set.
 Cells run one after another in this process; the embed rung's validation/test embeddings are computed once per
 data set (`cache`). One JSON line per cell goes to stdout and to `--cells` (a rerun skips the cells there); the
-markdown table (mean ± std over the seeds) goes to `--md`.
+markdown table (mean ± std over the seeds) is printed, and written to `--md` when given.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--work", default="/tmp/textlora-fewshot", help="run folders of the transformer rungs")
     p.add_argument("--cells", default="/tmp/textlora-fewshot/cells.jsonl", help="finished cells (JSON lines)")
-    p.add_argument("--md", default=str(REPO / "bench" / "fewshot_results.md"))
+    p.add_argument("--md", default=None, help="also write the markdown table to this file (it is always printed)")
     p.add_argument("--table-only", action="store_true")
     args = p.parse_args(argv)
     cells_path = Path(args.cells)
@@ -167,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
                         key.add((name, shots, seed, rung))
     md = table(done, args)
     print(md)
-    Path(args.md).write_text(header(args) + md + "\n")
+    if args.md:
+        Path(args.md).write_text(header(args) + md + "\n")
     return 0
 
 

@@ -1,6 +1,6 @@
 """Imbalanced labels (issue 21): class weights, pos_weight and focal loss against plain cross-entropy.
 
-    nice -n 10 python bench/imbalance.py emotion goemotions --md bench/imbalance_results.md
+    nice -n 10 python bench/imbalance.py emotion goemotions --md /tmp/imbalance.md   # table: bench/RESULTS.md
     nice -n 10 python bench/imbalance.py emotion --md /tmp/e.md & nice -n 10 python bench/imbalance.py goemotions
 
 - emotion: the training split's `surprise` and `love` rows cut to 10% (seeded; validation and test files
