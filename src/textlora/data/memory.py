@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,9 +178,7 @@ def _write(lines: dict[str, Sequence[str]], sources: dict[str, str]) -> InMemory
     folder = cache_root() / "data" / sha
     if not folder.is_dir():
         folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = folder.parent / f".{sha}.staging-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
+        staging = Path(tempfile.mkdtemp(prefix=f".{sha}.staging-", dir=folder.parent))  # ours, fresh: safe to remove
         try:
             for name, blob in blobs.items():
                 (staging / f"{name}.jsonl").write_bytes(blob)
