@@ -25,6 +25,29 @@ VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + FILLER + [w for ws in W
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
+def _fail_skip(report) -> None:
+    """With TEXTLORA_FAIL_ON_SKIP=1 (set by .ci/run) a skip is a failure: CI must run the browser, ONNX,
+    tracking and PostgreSQL tests, not skip them quietly when a package or program is missing."""
+    if report.skipped and os.environ.get("TEXTLORA_FAIL_ON_SKIP") == "1" and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped under TEXTLORA_FAIL_ON_SKIP=1 (CI runs every test): {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A skipped test fails in CI (`_fail_skip`)."""
+    outcome = yield
+    _fail_skip(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """A module skipped at import (`pytest.importorskip`) fails in CI (`_fail_skip`)."""
+    outcome = yield
+    _fail_skip(outcome.get_result())
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_dtype():
     torch.manual_seed(0)
