@@ -159,6 +159,32 @@ def test_two_workers_on_postgresql_run_exactly_n_trials(postgres_url, tiny_model
     assert again.table.count("\n") == 6
 
 
+def test_a_killed_workers_trial_is_failed_and_replaced_on_postgresql(postgres_url, tiny_models, tiny_data, tmp_path,
+                                                                     monkeypatch):
+    """A worker killed mid-trial leaves a RUNNING trial whose heartbeat stops: once it is older than
+    `STALE_AFTER_S` the next worker marks it FAIL and runs a replacement, so the study still ends with
+    `--trials` finished trials (here 2, numbers 1 and 2, beside the dead one, 0)."""
+    import time
+
+    from textlora import sweep as sweep_module
+
+    monkeypatch.setattr(sweep_module, "STALE_AFTER_S", 2)
+    monkeypatch.setattr(sweep_module, "HEARTBEAT_S", 1)
+    cfg = tiny_config(tiny_data, tiny_models["bert"], tmp_path / "base", epochs=1)
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    study, storage = sweep_module._open_study(optuna, postgres_url, name, prune=True)
+    dead = study.ask()  # the killed worker's trial: it beat once, then nothing
+    storage.record_heartbeat(dead._trial_id)
+    assert storage.get_trial(dead._trial_id).state == optuna.trial.TrialState.RUNNING
+    time.sleep(3)
+    sweep(cfg, 2, tmp_path / "sw", {"train.lr": Param(1e-3, 3e-2, log=True)}, postgres_url, name, progress=False)
+    trials = {t.number: t.state for t in optuna.load_study(study_name=name, storage=database_url(postgres_url)).trials}
+    assert trials[0] == optuna.trial.TrialState.FAIL, trials
+    finished = {n for n, s in trials.items() if s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)}
+    assert finished == {1, 2}, trials
+    assert sorted(p.name for p in (tmp_path / "sw" / "trials").iterdir() if not p.name.startswith(".")) == ["001", "002"]
+
+
 def test_a_loss_sweep_minimises(tiny_models, tiny_data, tmp_path):
     cfg = tiny_config(tiny_data, tiny_models["bert"], tmp_path / "base", epochs=1)
     result = sweep(cfg, 2, tmp_path / "sw", SMALL, seed=3, metric="loss", prune=False, progress=False)
