@@ -185,7 +185,37 @@ def test_cli_audit_trains_each_fold_in_its_own_process(planted, tiny_models, tmp
     assert proc.returncode == 0, proc.stderr
     assert "fold 2/2: training" in proc.stdout and "wrote" in proc.stdout
     marker = json.loads((out / "audit.json").read_text())
-    assert marker["kind"] == "audit" and marker["config"]["model"]["method"] == "head"
+    assert marker["kind"] == "audit" and marker["config"]["model"]["method"] == "lora"  # the CLI's default folds:
+    assert marker["config"]["lora"]["top_layers"] == 1  # LoRA on the top layer, the lower one computed once
     assert all((out / "folds" / k / "run" / "manifest.json").is_file() for k in ("1", "2"))
     assert len((out / "suspects.jsonl").read_text().splitlines()) == json.loads(
         (out / "summary.json").read_text())["suspects"]
+
+
+def test_cli_fold_recipe_lora_on_the_top_layer_unless_told(tmp_path):
+    """`textlora audit` trains LoRA on the top layer by default; --top-layers, the config file and a key=value
+    override each win over that default, and --method head leaves lora.top_layers alone."""
+    import argparse
+
+    from textlora import cli
+
+    parser = argparse.ArgumentParser()
+    cli.add_audit_command(parser.add_subparsers())
+
+    def recipe(*extra):
+        cfg = cli.audit_config(parser.parse_args(["audit", "--out", "o", "--data", "d", *extra]))
+        return cfg.model.method, cfg.lora.top_layers
+
+    every = tmp_path / "every.yaml"
+    every.write_text("lora:\n  top_layers: null\n")
+    other = tmp_path / "other.yaml"
+    other.write_text("train:\n  epochs: 2\n")
+    assert recipe() == ("lora", cli.AUDIT_TOP_LAYERS) == ("lora", 1)
+    assert recipe("--method", "head") == ("head", None)
+    assert recipe("--top-layers", "all") == ("lora", None)
+    assert recipe("--top-layers", "3") == ("lora", 3)
+    assert recipe("lora.top_layers=2") == ("lora", 2)
+    assert recipe("--config", str(every)) == ("lora", None)
+    assert recipe("--config", str(other)) == ("lora", 1)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["audit", "--out", "o", "--top-layers", "0"])

@@ -2,8 +2,8 @@
 mislabeled, the duplicated texts, class balance and text lengths, and the cross-validated scores; written to
 `out` as `audit.html`, `suspects.jsonl`, `duplicates.jsonl`, `summary.json` and `oof.npz`.
 
-    textlora audit --data data/emotion --out audits/emotion            # 5 folds, method head
-    textlora audit --data data/emotion --out audits/emotion --folds 10 --method lora --max-length 64
+    textlora audit --data data/emotion --out audits/emotion            # 5 folds, LoRA on the top layer
+    textlora audit --data data/emotion --out audits/emotion --folds 10 --method head --max-length 64
 
 The audit folder is textlora's own: `audit.json` (written first) marks it, a rerun into it reuses the finished
 folds, and a folder holding anything else is refused.
@@ -127,7 +127,7 @@ def _check_request(cfg: RunConfig, out: Path, folds: int) -> None:
         raise ConfigError(f"--folds must be an integer of at least 2, got {folds!r}; 5 is usual.")
     if cfg.model.method not in METHODS:
         raise ConfigError(f"an audit trains its folds with --method head or lora, got {cfg.model.method!r}; "
-                          "head (the default) is the fast one.")
+                          "lora with lora.top_layers=1 (the CLI's default) is as fast as head and finds more.")
     if not cfg.data.path:
         raise DataError("no data given: pass --data PATH (a folder with train/validation/test files, or one file).")
     if importlib.util.find_spec("cleanlab") is None:
