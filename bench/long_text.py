@@ -7,11 +7,12 @@
 
 Each variant trains the S3 recipe (configs/s3_imdb_1000.yaml: LoRA r=16, 5 epochs, batch 16, lr 1e-3) with its own
 `model.*` settings and prints one JSON line: test accuracy, tokens fed per test document (mean, special tokens
-included), windows per document, training and test-prediction seconds (wall and CPU:
-with `OMP_NUM_THREADS=1` the CPU seconds are the variant's own cost even when other jobs share the machine). A windows run also reports the accuracy
-of the same model with its windows pooled by max instead of mean (`model.window_pool`). The timed prediction pass
-(and so the pooling comparison) reads a seeded sample of `--predict-rows` test documents when given: on full IMDb a second
-pass over all 25,000 reviews would double the test cost for a figure the training run already measured.
+included), windows per document, training and test-prediction seconds (wall and CPU: with `OMP_NUM_THREADS=1`
+the CPU seconds are the variant's own cost even when other jobs share the machine). A windows run also reports the
+accuracy of the same model with its windows pooled by max instead of mean (`model.window_pool`). The timed
+prediction pass (and so the pooling comparison) reads a seeded sample of `--predict-rows` test documents when
+given: on full IMDb a second pass over all 25,000 reviews would double the test cost for a figure the training run
+already measured.
 """
 
 from __future__ import annotations
@@ -56,12 +57,12 @@ def run_variant(name: str, base: dict, out: Path, predict_rows: int | None = Non
     data = load_dataset(cfg.data)
     clf = Predictor.load(out / name)
     texts, y = data.test.texts, np.asarray(data.label_map.encode(data.test.labels))
-    enc_all = encode_for(clf.tokenizer, texts, clf.config.model)
-    tokens_per_doc, windows_per_doc = sum(enc_all.lengths) / len(texts), len(enc_all) / len(texts)
+    enc = encode_for(clf.tokenizer, texts, clf.config.model)
+    tokens_per_doc, windows_per_doc = sum(enc.lengths) / len(texts), len(enc) / len(texts)
     if predict_rows is not None and predict_rows < len(texts):  # a seeded sample: IMDb's test file is sorted by label
         keep = np.sort(np.random.default_rng(0).choice(len(texts), predict_rows, replace=False))
         texts, y = [texts[i] for i in keep], y[keep]
-    enc = encode_for(clf.tokenizer, texts, clf.config.model)
+        enc = encode_for(clf.tokenizer, texts, clf.config.model)
     t0, c0 = time.time(), time.process_time()
     rows = forward_logits(clf.model, Encoded(enc.input_ids), clf.tokenizer.pad_token_id)  # one row per window
     predict_s, predict_cpu = time.time() - t0, time.process_time() - c0
@@ -89,7 +90,8 @@ def main() -> None:
     p.add_argument("--max-train-samples", type=int)
     p.add_argument("--max-eval-samples", type=int)
     p.add_argument("--epochs", type=int)
-    p.add_argument("--predict-rows", type=int, help="time prediction (and compare pooling) on a seeded sample of this many test rows")
+    p.add_argument("--predict-rows", type=int,
+                   help="time prediction (and compare pooling) on a seeded sample of this many test rows")
     p.add_argument("--out", default=None)
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="config overrides for every variant, e.g. lora.top_layers=1 train.eval_base=false")

@@ -157,7 +157,7 @@ def test_no_tensor_is_created_off_the_model_device(tiny_models, tiny_data, tmp_p
     from textlora.model.adapters import build_model
     from textlora.model.load import load_base
     from textlora.predict import Predictor
-    from textlora.train import _loop, _prepare
+    from textlora.train import _loop, _prepare, _targets
 
     cfg = tiny_config(tiny_data, tiny_models["bert"], tmp_path / "run", epochs=1, precision="fp32")
     data = load_dataset(cfg.data)
@@ -166,7 +166,8 @@ def test_no_tensor_is_created_off_the_model_device(tiny_models, tiny_data, tmp_p
     model = build_model(base.model, "lora", cfg.lora, base.new_modules)
     before = {k: v.clone() for k, v in model.named_parameters() if v.requires_grad}
     with torch.device("meta"):
-        loop = _loop(model, prep, cfg, Dist(device=torch.device("cpu")), None, "fp32", None)
+        loss = prep.kind.loss_fn(cfg.train, _targets(prep, "train"))  # as _train builds it
+        loop = _loop(model, prep, cfg, Dist(device=torch.device("cpu")), None, "fp32", None, loss)
         fitted = fit(loop, cfg.train, progress=False)
     assert fitted.best_epoch == 1 and len(fitted.history) == 1
     after = dict(model.named_parameters())

@@ -123,14 +123,14 @@ def _scripted_fit(tiny_models, tiny_data, tmp_path, scores, **train_kw):
     from textlora.loop import fit
     from textlora.model.adapters import build_model, trainable_state
     from textlora.model.load import load_base
-    from textlora.train import _loop, _prepare
+    from textlora.train import _loop, _prepare, _targets
 
     cfg = tiny_config(tiny_data, tiny_models["bert"], tmp_path / "run", **train_kw)
     data = load_dataset(cfg.data)
     base = load_base(cfg.model.name, data.label_map)
     prep = _prepare(data, base.tokenizer, cfg)
     model = build_model(base.model, "lora", cfg.lora, base.new_modules)
-    loop = _loop(model, prep, cfg, Dist(), None, "fp32", None)
+    loop = _loop(model, prep, cfg, Dist(), None, "fp32", None, prep.kind.loss_fn(cfg.train, _targets(prep, "train")))
     weights, remaining = {}, list(scores)
 
     def validate():

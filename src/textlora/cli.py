@@ -431,13 +431,9 @@ def _top_layers(value: str) -> int | None:
     """`--top-layers`: a positive count, or `all` (every layer: lora.top_layers null)."""
     if value == "all":
         return None
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
+    if not value.isdigit() or int(value) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive number of layers or 'all', got {value!r}")
-    return n
+    return int(value)
 
 
 def audit_config(args: argparse.Namespace) -> Any:

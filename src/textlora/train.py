@@ -257,9 +257,8 @@ def _train(cfg: RunConfig, overwrite: bool, progress: bool, before_commit: Calla
 
 
 def _loop(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, dist: distributed.Dist,
-          cache: LayerCache | None, precision: str, ckpt: Checkpointing | None, loss: Loss | None = None) -> Loop:
-    """Set up everything `textlora.loop.fit` runs, branching here once on the cache, the label kind and the precision.
-    `loss`: the one `_train` built (and recorded); None builds it from the config and the training targets."""
+          cache: LayerCache | None, precision: str, ckpt: Checkpointing | None, loss: Loss) -> Loop:
+    """Set up everything `textlora.loop.fit` runs, branching here once on the cache, the label kind and the precision."""
     tc, method = cfg.train, cfg.model.method
     lengths = prep.enc["train"].lengths
     optimizer = _optimizer(model, tc.resolved_lr(method), tc.weight_decay)
@@ -283,7 +282,7 @@ def _loop(model: torch.nn.Module, prep: _Prepared, cfg: RunConfig, dist: distrib
     def validate() -> dict[str, Any]:  # as the label kind scores an epoch (multi-label: at thresholds tuned here)
         return _metrics(_logits(model, prep, "validation", cfg, cache), prep, "validation", tune=True)
 
-    loss = (loss or prep.kind.loss_fn(tc, _targets(prep, "train"))).to(device)  # its weights, once, where the logits are
+    loss = loss.to(device)  # its weights, once, where the logits are
     select = prep.kind.select(tc.select_metric)  # multi-label: f1_macro at thresholds tuned on validation
     return Loop(model, forward, _targets(prep, "train"), loss, validate, select, lengths, optimizer, scheduler,
                 scaler, state, dist, tc.resolved_lr(method), tc.resolved_trim_memory_every(method),
